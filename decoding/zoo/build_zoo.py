@@ -1,0 +1,102 @@
+"""Build the whole zoo on one GPU: train the three models side by side, score their checkpoints,
+ship the checkpoint that leaves room for test-time methods.
+
+    python -m decoding.zoo.build_zoo --minutes 5 --out examples/models
+
+Selection rule for a generator (the issue's targets, measured by quick_eval on held-out problems):
+the checkpoint with the highest single-sample accuracy among those with single-sample accuracy in
+[0.40, 0.85], pass@8 >= 0.85 and majority@5 beating a single sample by >= 5 points on level 6; if none
+qualifies, the one in the band with the highest pass@8; else the one whose accuracy is closest to 0.65.
+The PRM ships its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from decoding.zoo import train
+
+STEPS_CAP = {"tiny-dllm": 20000, "tiny-ar": 12000, "tiny-prm": 6000}
+SHARE = {"tiny-dllm": 1.0, "tiny-ar": 0.8, "tiny-prm": 0.5}  # fraction of the time budget each trains
+
+
+def steps_per_second(name: str, device: str) -> float:
+    """Throughput probe: a few warm steps of the real recipe."""
+    t0 = time.time()
+    train.train(name, 25, 512, 1e-3, 5, 0, device, Path("/tmp/probe") / name, log_every=1000)
+    return 25 / (time.time() - t0)
+
+
+def choose(results: list[dict]) -> dict:
+    def lift(r):
+        return r["maj5_by_level"]["6"] - r["single_by_level"]["6"]
+
+    band = [r for r in results if 0.40 <= r["single"] <= 0.85]
+    good = [r for r in band if r["pass@8"] >= 0.85 and lift(r) >= 0.05]
+    if good:
+        return max(good, key=lambda r: r["single"])
+    if band:
+        return max(band, key=lambda r: r["pass@8"])
+    return min(results, key=lambda r: abs(r["single"] - 0.65))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--out", type=Path, default=Path("examples/models"))
+    ap.add_argument("--work", type=Path, default=Path("/tmp/zoo-build"))
+    ap.add_argument("--n-eval", type=int, default=200)
+    a = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    plan = {}
+    for name in STEPS_CAP:
+        # Three trainings share the GPU: assume each runs at about half its solo speed.
+        rate = steps_per_second(name, device) * 0.5
+        plan[name] = int(min(STEPS_CAP[name], rate * a.minutes * 60 * SHARE[name]) // 100 * 100)
+        print(f"{name}: {rate:.1f} steps/s shared -> {plan[name]} steps", flush=True)
+    procs = {}
+    for name, steps in plan.items():
+        cmd = [sys.executable, "-m", "decoding.zoo.train", name, "--steps", str(steps), "--out",
+               str(a.work / name), "--save-every", str(max(100, steps // 6 // 100 * 100)), "--log-every", "500"]
+        procs[name] = (subprocess.Popen(cmd), " ".join(cmd[1:]))
+    for name, (p, _) in procs.items():
+        p.wait()
+    evals = {}
+    for name in plan:
+        dirs = sorted(a.work.glob(f"{name}-ckpt*"), key=lambda d: int(d.name.split("ckpt")[1])) + [a.work / name]
+        if name == "tiny-prm":
+            dirs = dirs[-1:]
+        evals[name] = subprocess.Popen(
+            [sys.executable, "-m", "decoding.zoo.quick_eval", *map(str, dirs), "--n", str(a.n_eval)],
+            stdout=subprocess.PIPE, text=True)
+    summary = {}
+    for name, p in evals.items():
+        results = [json.loads(line) for line in p.stdout if line.startswith("{")]
+        p.wait()
+        for r in results:
+            print(json.dumps(r), flush=True)
+        chosen = results[-1] if name == "tiny-prm" else choose(results)
+        src = Path(chosen["path"])
+        dst = a.out / name
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst)
+        meta = json.loads((dst / "training.json").read_text())
+        # The schedule spans the whole run, so the checkpoint is reproduced by the same command.
+        meta["command"] = "python " + procs[name][1]
+        meta["checkpoint_step"] = meta["steps"]
+        meta["quick_eval"] = chosen
+        (dst / "training.json").write_text(json.dumps(meta, indent=2))
+        summary[name] = {"steps": meta["steps"], **{k: v for k, v in chosen.items() if k != "path"}}
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
