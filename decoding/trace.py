@@ -75,6 +75,7 @@ class DecodeDone(Event):
     answers: list[int | None]
     nfe: int
     seconds: float
+    row_nfe: list[int] = field(default_factory=list)  # forward passes each row paid for (finished rows stop)
 
 
 @dataclass
@@ -82,7 +83,8 @@ class VotingRound(Event):
     """dVoting / majority voting after a sample (or a batch of samples) finished.
 
     `grid[s][p]` for every finished sample s and position p: "kept" (carried over from agreement),
-    "agree" (decoded, agrees with all samples), "disagree", or "remasked" (for the next sample)."""
+    "agree" (decoded, agrees with all samples), or "disagree"; while another sample follows, one last
+    row (len(samples) rows + 1) is its start: "kept" or "remasked" (for the next sample)."""
 
     kind: ClassVar[str] = "round"
     round: int

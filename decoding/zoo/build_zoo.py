@@ -1,13 +1,13 @@
 """Build the whole zoo on one GPU: train the three models side by side, score their checkpoints,
 ship the checkpoint that leaves room for test-time methods.
 
-    python -m decoding.zoo.build_zoo --minutes 5 --out examples/models
+    python -m decoding.zoo.build_zoo --out examples/models
 
 Selection rule for a generator (the issue's targets, measured by quick_eval on held-out problems):
 the checkpoint with the highest single-sample accuracy among those with single-sample accuracy in
 [0.40, 0.85], pass@8 >= 0.85 and majority@5 beating a single sample by >= 5 points on level 6; if none
 qualifies, the one in the band with the highest pass@8; else the one whose accuracy is closest to 0.65.
-The PRM ships its last checkpoint.
+The PRM ships its checkpoint with the highest step AUROC.
 """
 
 from __future__ import annotations
@@ -17,22 +17,11 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import torch
-
-from decoding.zoo import train
-
-STEPS_CAP = {"tiny-dllm": 20000, "tiny-ar": 12000, "tiny-prm": 6000}
-SHARE = {"tiny-dllm": 1.0, "tiny-ar": 0.8, "tiny-prm": 0.5}  # fraction of the time budget each trains
-
-
-def steps_per_second(name: str, device: str) -> float:
-    """Throughput probe: a few warm steps of the real recipe."""
-    t0 = time.time()
-    train.train(name, 25, 512, 1e-3, 5, 0, device, Path("/tmp/probe") / name, log_every=1000)
-    return 25 / (time.time() - t0)
+# name: (LR-schedule steps, wall-clock guard in minutes, checkpoint every). On one H100 the three train
+# side by side; the guard keeps the whole build inside one 10-minute job.
+PLAN = {"tiny-dllm": (8000, 6.0, 500), "tiny-ar": (1500, 3.0, 100), "tiny-prm": (6000, 6.0, 500)}
 
 
 def choose(results: list[dict]) -> dict:
@@ -50,47 +39,55 @@ def choose(results: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=Path("examples/models"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/zoo-build"))
     ap.add_argument("--n-eval", type=int, default=200)
     a = ap.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    plan = {}
-    for name in STEPS_CAP:
-        # Three trainings share the GPU: assume each runs at about half its solo speed.
-        rate = steps_per_second(name, device) * 0.5
-        plan[name] = int(min(STEPS_CAP[name], rate * a.minutes * 60 * SHARE[name]) // 100 * 100)
-        print(f"{name}: {rate:.1f} steps/s shared -> {plan[name]} steps", flush=True)
     procs = {}
-    for name, steps in plan.items():
-        cmd = [sys.executable, "-m", "decoding.zoo.train", name, "--steps", str(steps), "--out",
-               str(a.work / name), "--save-every", str(max(100, steps // 6 // 100 * 100)), "--log-every", "500"]
+    for name, (steps, minutes, every) in PLAN.items():
+        cmd = [
+            sys.executable,
+            "-m",
+            "decoding.zoo.train",
+            name,
+            "--steps",
+            str(steps),
+            "--out",
+            str(a.work / name),
+            "--pool-size",
+            "300000",
+            "--save-every",
+            str(every),
+            "--log-every",
+            "500",
+            "--max-minutes",
+            str(minutes),
+        ]
         procs[name] = (subprocess.Popen(cmd), " ".join(cmd[1:]))
     for name, (p, _) in procs.items():
         p.wait()
     evals = {}
-    for name in plan:
+    for name in PLAN:
         dirs = sorted(a.work.glob(f"{name}-ckpt*"), key=lambda d: int(d.name.split("ckpt")[1])) + [a.work / name]
-        if name == "tiny-prm":
-            dirs = dirs[-1:]
         evals[name] = subprocess.Popen(
             [sys.executable, "-m", "decoding.zoo.quick_eval", *map(str, dirs), "--n", str(a.n_eval)],
-            stdout=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE,
+            text=True,
+        )
     summary = {}
     for name, p in evals.items():
         results = [json.loads(line) for line in p.stdout if line.startswith("{")]
         p.wait()
         for r in results:
             print(json.dumps(r), flush=True)
-        chosen = results[-1] if name == "tiny-prm" else choose(results)
+        chosen = max(results, key=lambda r: r["step_auroc"]) if name == "tiny-prm" else choose(results)
         src = Path(chosen["path"])
         dst = a.out / name
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(src, dst)
         meta = json.loads((dst / "training.json").read_text())
-        # The schedule spans the whole run, so the checkpoint is reproduced by the same command.
-        meta["command"] = "python " + procs[name][1]
+        # The LR schedule spans the whole run: the checkpoint is reproduced by the same command + --stop-at.
+        meta["command"] = "python " + procs[name][1].split(" --save-every")[0] + f" --stop-at {meta['steps']}"
         meta["checkpoint_step"] = meta["steps"]
         meta["quick_eval"] = chosen
         (dst / "training.json").write_text(json.dumps(meta, indent=2))

@@ -39,18 +39,17 @@ MAX_POSITIONS = 128
 ADAPTER_SETTINGS = {
     "tiny-dllm": {"kind": "masked_diffusion", "shift_logits": False, "gen_length": GEN_LENGTH, "prompt_format": "bos"},
     "tiny-ar": {"kind": "causal", "prompt_format": "bos", "max_new_tokens": GEN_LENGTH},
-    "tiny-prm": {"kind": "prm", "prompt_format": "bos", "good_token": "[GOOD]", "bad_token": "[BAD]",
-                 "step_tag": "\n"},
+    "tiny-prm": {"kind": "prm", "prompt_format": "bos", "good_token": "[GOOD]", "bad_token": "[BAD]", "step_tag": "\n"},
 }
 
 
 def model_config(name: str, tok) -> ModernBertConfig | LlamaConfig:
-    ids = dict(
-        vocab_size=32,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
+    ids = {
+        "vocab_size": 32,
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
     if name == "tiny-dllm":
         return ModernBertConfig(
             **ids,
@@ -66,7 +65,7 @@ def model_config(name: str, tok) -> ModernBertConfig | LlamaConfig:
             global_attn_every_n_layers=1,
             tie_word_embeddings=True,
         )
-    size = {"tiny-ar": (192, 5, 512), "tiny-prm": (128, 4, 384)}[name]
+    size = {"tiny-ar": (192, 5, 512), "tiny-prm": (192, 5, 512)}[name]
     return LlamaConfig(
         **ids,
         hidden_size=size[0],
@@ -127,55 +126,50 @@ def corrupt(rng: random.Random, p: task.Problem) -> str:
     return task.STEP_DELIMITER.join(lines)
 
 
-def dllm_batch(enc: Encoder, probs: list[task.Problem], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """[BOS] prompt solution [EOS]* (answer region GEN_LENGTH), right-padded; answer mask."""
+WIDTH = 112  # every training row: [BOS] + prompt (<= 24) + answer region (80), padded
+
+
+def _rows_to_tensor(rows: list[list[int]], fill: int) -> torch.Tensor:
+    out = torch.full((len(rows), WIDTH), fill, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r)
+    return out
+
+
+def dllm_tensors(enc: Encoder, probs: list[task.Problem]) -> tuple[torch.Tensor, ...]:
+    """ids = [BOS] prompt solution [EOS]* (answer region GEN_LENGTH), right-padded; answer mask."""
     tok = enc.tok
     rows, answer = [], []
     for p in probs:
         prompt = [tok.bos_token_id] + enc(p.prompt)
         sol = enc(p.solution)
-        sol = sol + [tok.eos_token_id] * (GEN_LENGTH - len(sol))
-        rows.append(prompt + sol)
+        rows.append(prompt + sol + [tok.eos_token_id] * (GEN_LENGTH - len(sol)))
         answer.append([0] * len(prompt) + [1] * GEN_LENGTH)
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), tok.pad_token_id)
-    is_answer = torch.zeros(len(rows), width, dtype=torch.bool)
-    attn = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, (r, a) in enumerate(zip(rows, answer)):
-        ids[i, : len(r)] = torch.tensor(r)
-        is_answer[i, : len(a)] = torch.tensor(a, dtype=torch.bool)
-        attn[i, : len(r)] = 1
-    return ids.to(device), is_answer.to(device), attn.to(device)
+    return _rows_to_tensor(rows, tok.pad_token_id), _rows_to_tensor(answer, 0)
 
 
-def dllm_loss(model, enc: Encoder, probs, device, gen: torch.Generator) -> torch.Tensor:
-    ids, is_answer, attn = dllm_batch(enc, probs, device)
+def dllm_loss(model, tok, ids: torch.Tensor, is_answer: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    is_answer = is_answer.bool()
+    attn = (ids != tok.pad_token_id).long()
     eps = 1e-3
-    t = (1 - eps) * torch.rand(ids.shape[0], 1, device=device, generator=gen) + eps
-    masked = is_answer & (torch.rand(ids.shape, device=device, generator=gen) < t)
-    noisy = torch.where(masked, enc.tok.mask_token_id, ids)
+    t = (1 - eps) * torch.rand(ids.shape[0], 1, device=ids.device, generator=gen) + eps
+    masked = is_answer & (torch.rand(ids.shape, device=ids.device, generator=gen) < t)
+    noisy = torch.where(masked, tok.mask_token_id, ids)
     logits = model(input_ids=noisy, attention_mask=attn).logits.float()
     ce = F.cross_entropy(logits[masked], ids[masked], reduction="none")
     return (ce / t.expand_as(ids)[masked]).sum() / is_answer.sum()
 
 
-def causal_batch(enc: Encoder, texts: list[str], device) -> torch.Tensor:
+def ar_tensors(enc: Encoder, probs: list[task.Problem]) -> tuple[torch.Tensor, ...]:
+    """ids = [BOS] prompt solution [EOS], right-padded; targets: the solution and EOS, else -100."""
     tok = enc.tok
-    rows = [[tok.bos_token_id] + enc(t) + [tok.eos_token_id] for t in texts]
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), tok.pad_token_id)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-    return ids.to(device)
+    rows = [[tok.bos_token_id] + enc(p.prompt + p.solution) + [tok.eos_token_id] for p in probs]
+    targets = [[-100] * (1 + len(p.prompt)) + r[1 + len(p.prompt) :] for p, r in zip(probs, rows)]
+    return _rows_to_tensor(rows, tok.pad_token_id), _rows_to_tensor(targets, -100)
 
 
-def ar_loss(model, heads: MTPHeads, enc: Encoder, probs, device) -> torch.Tensor:
-    ids = causal_batch(enc, [p.prompt + p.solution for p in probs], device)
-    # Loss on the solution and its EOS only; right padding sits after EOS, so causal masking suffices.
-    targets = ids.clone()
-    targets[ids == enc.tok.pad_token_id] = -100
-    for i, p in enumerate(probs):
-        targets[i, : 1 + len(p.prompt)] = -100
+def ar_loss(model, heads: MTPHeads, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    # Right padding sits after EOS and carries no loss, so the causal mask alone suffices.
     logits = mtp_logits(model, heads, ids).float()
     loss = 0.0
     for k in range(heads.n_future):  # head k+1 predicts the token k+1 ahead
@@ -184,24 +178,37 @@ def ar_loss(model, heads: MTPHeads, enc: Encoder, probs, device) -> torch.Tensor
     return loss
 
 
-def prm_example(rng: random.Random, p: task.Problem) -> str:
-    return p.solution if rng.random() < 0.4 else corrupt(rng, p)
-
-
-def prm_loss(model, enc: Encoder, rng: random.Random, probs, device) -> torch.Tensor:
+def prm_tensors(enc: Encoder, rng: random.Random, probs: list[task.Problem]) -> tuple[torch.Tensor, ...]:
+    """ids = [BOS] prompt step1\\n step2\\n ...; targets [GOOD]/[BAD] at each step's delimiter, else -100."""
     tok = enc.tok
-    sols = [prm_example(rng, p) for p in probs]
-    ids = causal_batch(enc, [p.prompt + s + task.STEP_DELIMITER for p, s in zip(probs, sols)], device)
-    targets = torch.full_like(ids, -100)
     good, bad = tok.convert_tokens_to_ids("[GOOD]"), tok.convert_tokens_to_ids("[BAD]")
-    for i, (p, s) in enumerate(zip(probs, sols)):
-        labels = task.step_labels(p, s)
-        pos = 1 + len(p.prompt) - 1  # index of the prompt's own "\n"
-        for line, ok in zip(task.split_steps(s), labels):
-            pos += len(line) + 1  # the "\n" that ends this step: its next-token logits score the step
-            targets[i, pos] = good if ok else bad
+    rows, targets = [], []
+    for p in probs:
+        sol = p.solution if rng.random() < 0.4 else corrupt(rng, p)
+        row = [tok.bos_token_id] + enc(p.prompt + sol + task.STEP_DELIMITER)
+        target = [-100] * len(row)
+        pos = len(p.prompt)  # index of the prompt's own delimiter (BOS shifts by one)
+        for line, ok in zip(task.split_steps(sol), task.step_labels(p, sol)):
+            pos += len(line) + 1  # the delimiter that ends this step: its next-token logits score the step
+            target[pos] = good if ok else bad
+        rows.append(row)
+        targets.append(target)
+    return _rows_to_tensor(rows, tok.pad_token_id), _rows_to_tensor(targets, -100)
+
+
+def prm_loss(model, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits = model(input_ids=ids).logits.float()
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def build_pool(name: str, enc: Encoder, rng: random.Random, n: int) -> tuple[torch.Tensor, ...]:
+    """All training rows encoded up front, so a step is one index into tensors (the GPU was data-bound)."""
+    probs = sample_problems(rng, n, task.heldout_questions())
+    if name == "tiny-dllm":
+        return dllm_tensors(enc, probs)
+    if name == "tiny-ar":
+        return ar_tensors(enc, probs)
+    return prm_tensors(enc, rng, probs)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -222,8 +229,23 @@ def save(model, tok, heads, directory: Path, meta: dict) -> None:
     (directory / "decoding_lens.json").write_text(json.dumps(ADAPTER_SETTINGS[meta["name"]], indent=2))
 
 
-def train(name: str, steps: int, batch: int, lr: float, warmup: int, seed: int, device: str, out: Path,
-          save_every: int = 0, log_every: int = 100) -> Path:
+def train(
+    name: str,
+    steps: int,
+    batch: int,
+    lr: float,
+    warmup: int,
+    seed: int,
+    device: str,
+    out: Path,
+    save_every: int = 0,
+    log_every: int = 100,
+    stop_at: int | None = None,
+    max_minutes: float | None = None,
+    pool_size: int = 600_000,
+) -> Path:
+    """Train and save to `out`. `stop_at` ends early on the same schedule (reproduces a checkpoint);
+    `max_minutes` is a wall-clock guard whose stopping step is recorded in training.json."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
     tok = build_tokenizer()
@@ -235,36 +257,54 @@ def train(name: str, steps: int, batch: int, lr: float, warmup: int, seed: int, 
     n_params = sum(p.numel() for p in params)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     gen = torch.Generator(device=device).manual_seed(seed)
-    exclude = task.heldout_questions()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast(
-        "cpu", enabled=False
+    pool = [t.to(device) for t in build_pool(name, enc, rng, min(pool_size, steps * batch))]
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.startswith("cuda")
+        else torch.autocast("cpu", enabled=False)
     )
     start = time.time()
-    print(f"{name}: {n_params/1e6:.2f}M params on {device}, {steps} steps x batch {batch}", flush=True)
-    for step in range(steps):
+    print(f"{name}: {n_params / 1e6:.2f}M params on {device}, {steps} steps x batch {batch}", flush=True)
+    stop_at = min(stop_at or steps, steps)
+    for step in range(stop_at):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup)
-        probs = sample_problems(rng, batch, exclude)
+        idx = torch.randint(0, pool[0].shape[0], (batch,), device=device, generator=gen)
+        rows = [t[idx] for t in pool]
         with autocast:
             if name == "tiny-dllm":
-                loss = dllm_loss(model, enc, probs, device, gen)
+                loss = dllm_loss(model, tok, *rows, gen)
             elif name == "tiny-ar":
-                loss = ar_loss(model, heads, enc, probs, device)
+                loss = ar_loss(model, heads, *rows)
             else:
-                loss = prm_loss(model, enc, rng, probs, device)
+                loss = prm_loss(model, *rows)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        if step % log_every == 0 or step == steps - 1:
-            print(f"{name} step {step} loss {loss.item():.4f} {time.time()-start:.0f}s", flush=True)
-        meta = dict(name=name, seed=seed, steps=step + 1, batch=batch, lr=lr, warmup=warmup, device=device,
-                    params=n_params, train_seconds=round(time.time() - start, 1),
-                    torch=torch.__version__, gen_length=GEN_LENGTH)
-        if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
+        if step % log_every == 0 or step == stop_at - 1:
+            print(f"{name} step {step} loss {loss.item():.4f} {time.time() - start:.0f}s", flush=True)
+        meta = {
+            "name": name,
+            "seed": seed,
+            "steps": step + 1,
+            "schedule_steps": steps,
+            "batch": batch,
+            "lr": lr,
+            "warmup": warmup,
+            "device": device,
+            "params": n_params,
+            "train_seconds": round(time.time() - start, 1),
+            "torch": torch.__version__,
+            "gen_length": GEN_LENGTH,
+        }
+        if save_every and (step + 1) % save_every == 0 and step + 1 < stop_at:
             save(model, tok, heads, out.parent / f"{out.name}-ckpt{step + 1}", meta)
+        if max_minutes and time.time() - start > 60 * max_minutes:
+            print(f"{name}: time guard hit at step {step + 1}", flush=True)
+            break
     save(model, tok, heads, out, meta)
-    print(f"{name}: saved {out} after {time.time()-start:.0f}s", flush=True)
+    print(f"{name}: saved {out} after {time.time() - start:.0f}s", flush=True)
     return out
 
 
@@ -280,9 +320,26 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--save-every", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=100)
+    ap.add_argument("--stop-at", type=int, default=None, help="stop at this step of the --steps schedule")
+    ap.add_argument("--max-minutes", type=float, default=None)
+    ap.add_argument("--pool-size", type=int, default=600_000)
     a = ap.parse_args()
     out = a.out or Path(task.HELDOUT_PATH).parent / "models" / a.name
-    train(a.name, a.steps, a.batch, a.lr, a.warmup, a.seed, a.device, out, a.save_every, a.log_every)
+    train(
+        a.name,
+        a.steps,
+        a.batch,
+        a.lr,
+        a.warmup,
+        a.seed,
+        a.device,
+        out,
+        a.save_every,
+        a.log_every,
+        a.stop_at,
+        a.max_minutes,
+        a.pool_size,
+    )
 
 
 if __name__ == "__main__":

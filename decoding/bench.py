@@ -1,0 +1,137 @@
+"""Benchmarks: `python -m decoding.bench diffusion|voting [options]`.
+
+Each subcommand is a module with `add_arguments(parser)` and `main(args)`, registered in SUBCOMMANDS.
+
+`diffusion`: every decoding strategy of the engine on a seeded sample of the held-out set (spread over the
+levels): accuracy (task.extract_answer vs the answer), forward passes per problem and wall time per problem.
+Prints a markdown table and writes `examples/bench/diffusion.json`:
+[{method, strategy, model, params, accuracy, nfe, seconds, n, by_level: {level: {accuracy, nfe, seconds, n}}}, ...].
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from decoding import task
+from decoding.diffusion import DiffusionParams, denoise
+from decoding.trace import RunEnd
+
+OUT_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "diffusion.json"
+
+# name -> (help, module exposing add_arguments(parser) and main(args))
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "diffusion": ("decoding strategies of the masked-diffusion engine", "decoding.bench"),
+    "voting": ("single sample vs majority voting vs dVoting", "decoding.bench_voting"),
+}
+
+
+def methods(gen_length: int, block_length: int) -> dict[str, DiffusionParams]:
+    """The compared settings, all greedy (temperature 0) with the same semi-autoregressive blocks."""
+    base = DiffusionParams(gen_length=gen_length, block_length=block_length, steps=gen_length)
+    half = gen_length // 2
+    return {
+        f"low_confidence (steps {gen_length})": base,
+        f"low_confidence (steps {half})": replace(base, steps=half),
+        f"random (steps {half})": replace(base, strategy="random", steps=half),
+        f"maskgit_plus (steps {half})": replace(base, strategy="maskgit_plus", steps=half),
+        f"topk_margin (steps {half})": replace(base, strategy="topk_margin", steps=half),
+        f"entropy (steps {half})": replace(base, strategy="entropy", steps=half),
+        "threshold 0.9": replace(base, strategy="threshold", threshold=0.9),
+        "threshold 0.7": replace(base, strategy="threshold", threshold=0.7),
+        "entropy_threshold 0.3": replace(base, strategy="entropy_threshold", entropy_threshold=0.3),
+    }
+
+
+def pick_problems(n: int, seed: int = 0) -> list[task.Problem]:
+    """A seeded sample of the held-out set, spread evenly over the levels."""
+    rng = random.Random(seed)
+    pools = {lv: [p for p in task.load_heldout() if p.level == lv] for lv in task.LEVELS}
+    for pool in pools.values():
+        rng.shuffle(pool)
+    levels = list(task.LEVELS)
+    return sorted((pools[levels[i % len(levels)]][i // len(levels)] for i in range(n)), key=lambda p: p.level)
+
+
+def _summary(rows: list[tuple[bool, int, float]]) -> dict:
+    n = len(rows)
+    return {"accuracy": sum(r[0] for r in rows) / n, "nfe": sum(r[1] for r in rows) / n,
+            "seconds": sum(r[2] for r in rows) / n, "n": n}
+
+
+def run_method(adapter, params: DiffusionParams, problems: list[task.Problem], seed: int = 0) -> dict:
+    per_level: dict[int, list[tuple[bool, int, float]]] = {}
+    for problem in problems:
+        t0 = time.perf_counter()
+        end = [e for e in denoise(adapter, problem.prompt, params, seed=seed) if isinstance(e, RunEnd)][-1]
+        per_level.setdefault(problem.level, []).append((end.answer == problem.answer, end.nfe,
+                                                        time.perf_counter() - t0))
+    result = _summary([row for rows in per_level.values() for row in rows])
+    result["by_level"] = {str(lv): _summary(rows) for lv, rows in sorted(per_level.items())}
+    return result
+
+
+def table(results: list[dict]) -> str:
+    levels = sorted({lv for r in results for lv in r["by_level"]}, key=int)
+    head = ["method", "accuracy", "passes / problem", "s / problem", *[f"L{lv} acc" for lv in levels]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [r["method"], f"{r['accuracy']:.1%}", f"{r['nfe']:.1f}", f"{r['seconds']:.3f}"]
+        cells += [f"{r['by_level'][lv]['accuracy']:.0%}" if lv in r["by_level"] else "" for lv in levels]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny-dllm", help="zoo name, local path or hub id")
+    parser.add_argument("--n", type=int, default=18, help="problems, spread over the 6 levels (CPU: ~1-3 min)")
+    parser.add_argument("--block-length", type=int, default=16)
+    parser.add_argument("--methods", default="", help="comma-separated substrings of method names to keep")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for tiny models)")
+    parser.add_argument("--out", type=Path, default=OUT_PATH)
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    from decoding.models import load
+
+    torch.set_num_threads(args.threads)
+    adapter = load(args.model)
+    gen_length = int(adapter.settings.get("gen_length", 80))
+    problems = pick_problems(args.n, args.seed)
+    keep = [m.strip() for m in args.methods.split(",") if m.strip()]
+    results = []
+    for name, params in methods(gen_length, args.block_length).items():
+        if keep and not any(k in name for k in keep):
+            continue
+        result = {"method": name, "strategy": params.strategy, "model": args.model, "params": asdict(params),
+                  **run_method(adapter, params, problems, args.seed)}
+        print(f"{name}: {result['accuracy']:.1%} @ {result['nfe']:.1f} passes, {result['seconds']:.3f} s", flush=True)
+        results.append(result)
+    print(table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {args.out}")
+    return results
+
+
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m decoding.bench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, module) in SUBCOMMANDS.items():
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_text))
+    args = parser.parse_args(argv)
+    importlib.import_module(SUBCOMMANDS[args.command][1]).main(args)
+
+
+if __name__ == "__main__":
+    sys.modules.setdefault("decoding.bench", sys.modules[__name__])  # register ourselves: no second import
+    cli()

@@ -1,0 +1,118 @@
+"""`python -m decoding.bench voting [--n N] [--level L]`: single sample vs majority@K vs dVoting on the held-out set.
+
+For each method: accuracy, forward passes per problem (summed over samples, finished rows not counted),
+wall time per problem, overall and per level. Prints a markdown table and writes
+`examples/bench/voting.json`: [{method, accuracy, nfe, seconds, n, by_level: {level: {...}}}, ...], the
+points of the app's accuracy-vs-forward-passes figure.
+
+Baselines as in the paper: the single sample and majority@K decode with the fixed low-confidence
+schedule, one token per forward pass (steps = gen_length); the single sample is greedy, majority@K samples
+at the voting temperature. dVoting decodes adaptively (entropy threshold τ).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from decoding import task
+from decoding.bench import table
+from decoding.trace import Event, RunEnd
+from decoding.voting import VotingParams, dvoting, majority_vote
+
+OUT_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "voting.json"
+Method = Callable[[object, str], Iterator[Event]]
+
+
+def methods(params: VotingParams) -> dict[str, Method]:
+    fixed = params.gen_length  # one token per forward pass
+    return {
+        "single": lambda a, p: majority_vote(a, p, replace(params, k=1, temperature=0.0), steps=fixed),
+        f"majority@{params.k}": lambda a, p: majority_vote(a, p, params, steps=fixed),
+        "dvoting": lambda a, p: dvoting(a, p, replace(params, batched=False)),
+        "dvoting_batched": lambda a, p: dvoting(a, p, replace(params, batched=True)),
+    }
+
+
+def pick_problems(n: int, level: int | None, seed: int = 0) -> list[task.Problem]:
+    """A seeded sample of the held-out set, spread evenly over the levels (or all from `level`)."""
+    levels = [level] if level else list(task.LEVELS)
+    rng = random.Random(seed)
+    by_level = {lv: [p for p in task.load_heldout() if p.level == lv] for lv in levels}
+    for pool in by_level.values():
+        rng.shuffle(pool)
+    n = min(n, len(levels) * min(len(pool) for pool in by_level.values()))
+    picked = [by_level[levels[i % len(levels)]][i // len(levels)] for i in range(n)]
+    return sorted(picked, key=lambda p: p.level)
+
+
+def _summary(rows: list[tuple[bool, int, float]]) -> dict:
+    n = len(rows)
+    return {
+        "accuracy": sum(ok for ok, _, _ in rows) / n,
+        "nfe": sum(nfe for _, nfe, _ in rows) / n,
+        "seconds": sum(s for _, _, s in rows) / n,
+        "n": n,
+    }
+
+
+def run_method(adapter, method: Method, problems: list[task.Problem]) -> dict:
+    per_level: dict[int, list[tuple[bool, int, float]]] = {}
+    for problem in problems:
+        t0 = time.perf_counter()
+        end = [e for e in method(adapter, problem.prompt) if isinstance(e, RunEnd)][-1]
+        per_level.setdefault(problem.level, []).append((end.answer == problem.answer, end.nfe,
+                                                        time.perf_counter() - t0))
+    result = _summary([row for rows in per_level.values() for row in rows])
+    result["by_level"] = {str(lv): _summary(rows) for lv, rows in sorted(per_level.items())}
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny-dllm", help="zoo name, local path or hub id")
+    parser.add_argument("--n", type=int, default=6, help="problems, spread over the levels (CPU: ~1 min each)")
+    parser.add_argument("--level", type=int, choices=task.LEVELS, help="only this level")
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--tau", type=float, default=0.3)
+    parser.add_argument("--temperature", type=float, default=0.6)
+    parser.add_argument("--methods", default="", help="comma-separated subset of the methods")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for tiny models)")
+    parser.add_argument("--out", type=Path, default=OUT_PATH)
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    from decoding.models import load
+
+    torch.set_num_threads(args.threads)
+    adapter = load(args.model)
+    gen_length = int(adapter.settings.get("gen_length", 80))
+    params = VotingParams(k=args.k, tau=args.tau, temperature=args.temperature, gen_length=gen_length,
+                          block_length=16 if gen_length % 16 == 0 else gen_length)
+    problems = pick_problems(args.n, args.level)
+    chosen = {m.strip() for m in args.methods.split(",") if m.strip()}
+    results = []
+    for name, method in methods(params).items():
+        if chosen and name not in chosen:
+            continue
+        result = {"method": name, "model": args.model, "params": asdict(params),
+                  **run_method(adapter, method, problems)}
+        print(f"{name}: {result['accuracy']:.1%} @ {result['nfe']:.1f} passes, {result['seconds']:.3f} s", flush=True)
+        results.append(result)
+    print(table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    main(parser.parse_args())

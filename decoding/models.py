@@ -1,0 +1,446 @@
+"""The one model-loading layer: `load(spec) -> Adapter` for zoo names, local folders and hub ids.
+
+An Adapter knows its kind and exposes one forward call, `adapter.logits(input_ids, attention_mask)`,
+returning float32 [B, T, V] with Dream-style shifting and left padding handled, so decoders never touch
+model-specific details. Kinds:
+- "masked_diffusion": LLaDA / Dream (remote code) and the zoo dLLM (ModernBertForMaskedLM);
+- "native_diffusion": transformers' own block-diffusion models (`diffusion_gemma`);
+- "causal": AutoModelForCausalLM (+ optional MTP heads, see decoding/mtp.py);
+- "prm": process reward models (a causal LM read at step tags, or a 2-class token classifier).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import socket
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from decoding.mtp import MTPHeads, has_mtp_heads, load_mtp_heads
+
+ZOO_DIR = Path(__file__).resolve().parent.parent / "examples" / "models"
+ZOO_NAMES = ("tiny-dllm", "tiny-ar", "tiny-prm")
+SETTINGS_FILE = "decoding_lens.json"
+KINDS = ("masked_diffusion", "native_diffusion", "causal", "prm")
+
+
+class ModelLoadError(ValueError):
+    """A model could not be loaded; the message says what was tried."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    hub_id: str
+    kind: str
+    params_b: float  # total parameters in billions: decides device_map="auto" before downloading
+    note: str
+    mask_id: int | None = None
+    shift_logits: bool = False
+    trust_remote_code: bool = False
+    prompt_format: str = "chat"  # "chat": the tokenizer's chat template; "bos": [BOS] + text
+    eos_ids: tuple[int, ...] = ()  # empty: read from the tokenizer / config at load time
+    gen_length: int = 256
+    max_length: int | None = None  # empty: config.max_position_embeddings
+    good_token: str | None = None  # PRM read as next-token probabilities
+    bad_token: str | None = None
+    step_tag: str | None = None
+    prm_readout: str | None = None  # "next_token" (P(good) vs P(bad)) or "two_class" (softmax, class 1 = good)
+    attention_mask_4d: bool = False  # forward() wants a [B, 1, T, T] bool mask for padding (Dream), not [B, T]
+
+
+REGISTRY: dict[str, ModelInfo] = {
+    info.hub_id: info
+    for info in [
+        ModelInfo(
+            "GSAI-ML/LLaDA-8B-Instruct", "masked_diffusion", 8.0, mask_id=126336, eos_ids=(126081, 126348),
+            trust_remote_code=True, max_length=4096,
+            note="LLaDA 8B instruct: masked diffusion, semi-autoregressive blocks (mask 126336)",
+        ),
+        ModelInfo(
+            "Dream-org/Dream-v0-Instruct-7B", "masked_diffusion", 7.6, mask_id=151666, shift_logits=True,
+            eos_ids=(151643, 151645), trust_remote_code=True, attention_mask_4d=True,
+            note="Dream 7B instruct: masked diffusion initialised from Qwen2.5, logits shifted by one",
+        ),
+        ModelInfo(
+            "google/diffusiongemma-26B-A4B-it", "native_diffusion", 26.0,
+            note="DiffusionGemma 26B MoE (~4B active): transformers-native block diffusion, canvas 256, "
+                 "uniform-noise (no mask token); id from transformers' docstring + NVIDIA NeMo docs, not loaded here",
+        ),
+        ModelInfo(
+            "meta-llama/Llama-3.2-1B-Instruct", "causal", 1.24, eos_ids=(128001, 128008, 128009), gen_length=512,
+            note="Llama 3.2 1B instruct: the test-time-compute blog's policy model (gated on the Hub)",
+        ),
+        ModelInfo(
+            "Qwen/Qwen2.5-1.5B-Instruct", "causal", 1.54, eos_ids=(151645, 151643), gen_length=512,
+            note="Qwen2.5 1.5B instruct: small causal baseline",
+        ),
+        ModelInfo(
+            "RLHFlow/Llama3.1-8B-PRM-Deepseek-Data", "prm", 8.0, good_token="+", bad_token="-",
+            prm_readout="next_token", eos_ids=(128009,),
+            note="RLHFlow PRM: each step a user turn, read P('+') vs P('-') as the assistant's reply",
+        ),
+        ModelInfo(
+            "Qwen/Qwen2.5-Math-PRM-7B", "prm", 7.6, step_tag="<extra_0>", prm_readout="two_class",
+            trust_remote_code=True,
+            note="Qwen2.5-Math PRM: steps joined by <extra_0>, 2-class softmax at each tag (logits are [B,T,2])",
+        ),
+    ]
+}
+
+# Hub ids and local folders (resolved paths) whose own Python code we agree to run.
+TRUST_REMOTE_CODE_ALLOWLIST: set[str] = {hub_id for hub_id, info in REGISTRY.items() if info.trust_remote_code}
+
+
+def allow_remote_code(spec: str | Path) -> None:
+    """Allow-list a hub id or a local folder for trust_remote_code=True."""
+    TRUST_REMOTE_CODE_ALLOWLIST.add(_allow_key(spec))
+
+
+def _allow_key(spec: str | Path) -> str:
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else str(spec)
+
+
+class Adapter:
+    """A loaded model plus everything a decoder needs to drive it (see docs/CONTRACTS.md)."""
+
+    def __init__(self, spec: str, kind: str, model: torch.nn.Module, tokenizer: Any, device: torch.device,
+                 settings: dict, mask_id: int | None, eos_ids: list[int], max_length: int,
+                 mtp_heads: MTPHeads | None = None):
+        self.spec = spec
+        self.kind = kind
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.settings = settings
+        self.mask_id = mask_id
+        self.shift_logits = bool(settings.get("shift_logits", False))
+        self.eos_ids = eos_ids
+        self.max_length = max_length
+        self.mtp_heads = mtp_heads
+        # Remote-code models (LLaDA) may not take position_ids: only pass what forward() accepts.
+        self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
+        # DiffusionGemma: the trailing canvas the decoder denoises (its block length).
+        self.canvas_length: int | None = getattr(model.config, "canvas_length", None) if kind == "native_diffusion" \
+            else None
+
+    def __repr__(self) -> str:
+        return f"Adapter(spec={self.spec!r}, kind={self.kind!r}, device={self.device})"
+
+    @torch.no_grad()
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+               canvas_length: int | None = None,
+               self_conditioning_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Float32 logits [B, T, V] for every position of a (left-padded) batch.
+
+        Masked diffusion: position i's distribution over the token at i (Dream's shift applied here; with left
+        padding a row's first real position then reads a pad's output, as in Dream's own generate: a prompt token).
+        Causal / PRM: the next-token distribution after position i (two-class PRMs: V = 2).
+        Native diffusion: see `_native_logits` (`canvas_length`, `self_conditioning_logits` apply only there).
+        """
+        input_ids = input_ids.to(self.device)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(self.device)
+            if bool(attention_mask.all()):
+                attention_mask = None  # no padding: the plain forward is faster and what every model supports
+        if self.kind == "native_diffusion":
+            return self._native_logits(input_ids, attention_mask, canvas_length, self_conditioning_logits)
+        kwargs: dict[str, torch.Tensor] = {}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+            if self.settings.get("attention_mask_4d"):
+                # As Dream's own generate does: a pair attends only if query and key are both real tokens.
+                real = attention_mask.bool()
+                kwargs["attention_mask"] = real[:, None, :, None] & real[:, None, None, :]
+            if self._takes_position_ids:
+                # Left padding: real tokens start at position 0 in every row, as in the unpadded sequence.
+                kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, **kwargs)
+        logits = (out.logits if hasattr(out, "logits") else out[0]).float()
+        if self.shift_logits:
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return logits
+
+    def _native_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                       canvas_length: int | None, self_conditioning_logits: torch.Tensor | None) -> torch.Tensor:
+        """DiffusionGemma: a causal encoder writes the prompt into a KV cache, a bidirectional decoder reads it
+        and denoises a canvas (its `decoder_input_ids`), giving logits only for the canvas positions.
+
+        So `input_ids` is `prompt + canvas` and the last `canvas_length` positions (default: the model's
+        canvas_length) are the canvas: the prompt goes to the encoder (`input_ids`), the canvas to the
+        decoder. Prompt positions get zero logits (a uniform distribution: the decoder does not predict them).
+        Without `self_conditioning_logits` this is the first denoising step's prediction, as in generate().
+        """
+        width = canvas_length or self.canvas_length
+        if not width or width >= input_ids.shape[1]:
+            raise ValueError(f"native diffusion needs prompt + canvas: got {input_ids.shape[1]} tokens for a "
+                             f"canvas of {width}")
+        prompt, canvas = input_ids[:, :-width], input_ids[:, -width:]
+        kwargs: dict[str, Any] = {"self_conditioning_logits": self_conditioning_logits}
+        if attention_mask is not None:
+            prompt_mask = attention_mask[:, :-width]
+            kwargs["attention_mask"] = prompt_mask
+            kwargs["position_ids"] = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)
+            # The canvas continues right after each row's real prompt tokens and sees all of them.
+            kwargs["decoder_position_ids"] = prompt_mask.long().sum(-1, keepdim=True) + torch.arange(
+                width, device=self.device)
+            kwargs["decoder_attention_mask"] = torch.nn.functional.pad(prompt_mask, (0, width), value=1)
+        out = self.model(input_ids=prompt, decoder_input_ids=canvas, **kwargs)
+        head = torch.zeros(prompt.shape[0], prompt.shape[1], out.logits.shape[-1], device=out.logits.device)
+        return torch.cat([head, out.logits.float()], dim=1)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of the prompt: zoo "[BOS] + chars"; instruct models: the chat template, ready to answer."""
+        tok = self.tokenizer
+        if self.settings.get("prompt_format", "chat") == "chat" and getattr(tok, "chat_template", None):
+            rendered = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                               add_generation_prompt=True)
+            return list(tok.encode(rendered, add_special_tokens=False))
+        bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        return bos + list(tok.encode(text, add_special_tokens=False))
+
+    def token_text(self, ids: list[int] | torch.Tensor) -> list[str]:
+        """One display string per id, special tokens kept (e.g. "[EOS]", "[MASK]")."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return [self.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
+
+    def decode(self, ids: list[int] | torch.Tensor) -> str:
+        """Text without special tokens."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+_CACHE: dict[tuple[str, str], Adapter] = {}
+# One lock per key: two app events asking for the same 8B model load it once, and a long download does not
+# block loading another model.
+_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+
+
+def load(spec: str | Path, device: str | torch.device | None = None) -> Adapter:
+    """Load a zoo name ("tiny-dllm"), a local folder or a registry / allow-listed hub id; cached by (spec, device)."""
+    spec = str(spec)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    key = (spec, str(device))
+    with _LOCKS.setdefault(key, threading.Lock()):
+        if key not in _CACHE:
+            _CACHE[key] = _load(spec, device)
+        return _CACHE[key]
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+def _load(spec: str, device: torch.device) -> Adapter:
+    if spec in ZOO_NAMES:
+        folder = ZOO_DIR / spec
+        if not (folder / "config.json").is_file():
+            raise ModelLoadError(f"zoo model {spec!r} is not built: {folder} has no config.json (train it with "
+                                 f"`python -m decoding.zoo.build_zoo --out {ZOO_DIR}`)")
+        return _load_local(spec, folder, device)
+    if spec in REGISTRY:
+        return _load_hub(spec, REGISTRY[spec], device)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _load_local(spec, path, device)
+    if path.exists() or _looks_like_path(spec):
+        # Checked here: transformers would send a missing path to the Hub ("Repo id must be in the form ...").
+        raise ModelLoadError(f"no model folder at {spec!r} ({path.resolve()} does not exist or is not a folder)")
+    if spec in TRUST_REMOTE_CODE_ALLOWLIST:
+        return _load_hub(spec, None, device)
+    raise ModelLoadError(
+        f"unknown model {spec!r}: not a zoo name ({', '.join(ZOO_NAMES)}), no folder at {path.resolve()}, "
+        f"not a registry hub id ({', '.join(REGISTRY)}) and not on the trust_remote_code allow-list"
+    )
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A hub id is "owner/name"; anything with more structure was meant as a folder."""
+    return spec.startswith(("/", ".", "~")) or spec.endswith(("/", os.sep)) or spec.count("/") > 1 or (
+        os.sep != "/" and os.sep in spec)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"cannot read {path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _kind_from_config(config: dict, where: Path) -> str:
+    if config.get("model_type") == "diffusion_gemma":
+        return "native_diffusion"
+    archs = config.get("architectures") or []
+    if any(a.endswith("ForMaskedLM") for a in archs):
+        return "masked_diffusion"
+    if any(a.endswith("ForCausalLM") for a in archs):
+        return "causal"
+    raise ModelLoadError(f"cannot tell what kind of model {where} holds: no {SETTINGS_FILE}, and config.json has "
+                         f"model_type={config.get('model_type')!r}, architectures={archs}")
+
+
+def _load_local(spec: str, folder: Path, device: torch.device) -> Adapter:
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"{folder} has no config.json: not a transformers model folder")
+    config = _read_json(folder / "config.json")
+    settings = _read_json(folder / SETTINGS_FILE) if (folder / SETTINGS_FILE).is_file() else {}
+    if "kind" not in settings:
+        settings["kind"] = _kind_from_config(config, folder)
+    needs_code = bool(settings.get("trust_remote_code")) or "auto_map" in config
+    if needs_code and _allow_key(folder) not in TRUST_REMOTE_CODE_ALLOWLIST:
+        raise ModelLoadError(f"{folder} ships its own model code (config.json auto_map) and needs trust_remote_code, "
+                             f"but it is not on the allow-list: call decoding.models.allow_remote_code({spec!r}) "
+                             f"if you trust it")
+    n_params = _param_estimate(folder)
+    return _build(spec, str(folder), settings, config, needs_code, n_params, device, local_only=True, folder=folder)
+
+
+def _load_hub(spec: str, info: ModelInfo | None, device: torch.device) -> Adapter:
+    settings = {k: v for k, v in asdict(info).items() if v is not None} if info else {}
+    if "eos_ids" in settings and not settings["eos_ids"]:
+        del settings["eos_ids"]
+    needs_code = spec in TRUST_REMOTE_CODE_ALLOWLIST
+    if info and info.trust_remote_code and not needs_code:
+        raise ModelLoadError(f"{spec} needs trust_remote_code but was removed from the allow-list")
+    local_only = _hub_offline()
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(spec, trust_remote_code=needs_code, local_files_only=local_only)
+    except Exception as e:  # OSError, huggingface_hub / httpx errors: all mean "not here and not downloadable"
+        raise ModelLoadError(f"could not download {spec}: this machine has no access to the Hugging Face Hub "
+                             f"(or the id is wrong / gated) and it is not in the local cache; use a zoo model "
+                             f"({', '.join(ZOO_NAMES)}) or a local path ({type(e).__name__}: {e})") from e
+    config_dict = config.to_dict()
+    if "auto_map" in config_dict and not needs_code:
+        raise ModelLoadError(f"{spec} ships its own model code and is not on the trust_remote_code allow-list")
+    if "kind" not in settings:
+        settings["kind"] = _kind_from_config(config_dict, Path(spec))
+    n_params = int(info.params_b * 1e9) if info else None
+    return _build(spec, spec, settings, config_dict, needs_code, n_params, device, local_only=local_only)
+
+
+def _hub_offline() -> bool:
+    """Offline when asked to be, or when the Hub's name does not resolve (skips ~20 s of retries)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return True
+    host = constants.ENDPOINT.split("://")[-1].split("/")[0]
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return True
+    return False
+
+
+def _param_estimate(folder: Path) -> int:
+    """Parameters from the weight files' size, assuming 2 bytes each (over-estimates fp32 checkpoints: safe)."""
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.suffix in (".safetensors", ".bin", ".pt"))
+    return size // 2
+
+
+def _model_class(kind: str, config: dict, needs_code: bool):
+    import transformers
+
+    if kind == "native_diffusion":
+        return transformers.DiffusionGemmaForBlockDiffusion
+    if needs_code:
+        # Remote code: the auto class its auto_map names (LLaDA, Dream and Qwen's PRM register AutoModel).
+        auto_map = config.get("auto_map", {})
+        preferred = ["AutoModelForMaskedLM", "AutoModel", "AutoModelForCausalLM"] if kind == "masked_diffusion" \
+            else ["AutoModelForCausalLM", "AutoModel", "AutoModelForTokenClassification"]
+        for name in preferred:
+            if name in auto_map:
+                return getattr(transformers, name)
+    for arch in config.get("architectures") or []:
+        if hasattr(transformers, arch):
+            return getattr(transformers, arch)
+    return transformers.AutoModelForMaskedLM if kind == "masked_diffusion" else transformers.AutoModelForCausalLM
+
+
+def _build(spec: str, source: str, settings: dict, config: dict, needs_code: bool, n_params: int | None,
+           device: torch.device, local_only: bool, folder: Path | None = None) -> Adapter:
+    from transformers import AutoTokenizer
+
+    kind = settings["kind"]
+    if kind not in KINDS:
+        raise ModelLoadError(f"{spec}: unknown kind {kind!r} in its settings (expected one of {KINDS})")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    load_kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": needs_code, "local_files_only": local_only}
+    big = device.type == "cuda" and n_params is not None and \
+        n_params * dtype.itemsize > 0.85 * torch.cuda.get_device_properties(device).total_memory
+    if big:
+        load_kwargs["device_map"] = "auto"  # accelerate spreads the layers over GPUs (and CPU)
+    try:
+        cls = _model_class(kind, config, needs_code)
+        model = cls.from_pretrained(source, **load_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=needs_code, local_files_only=local_only)
+    except Exception as e:
+        raise ModelLoadError(f"could not load {spec} from {source} as {kind}: {type(e).__name__}: {e}") from e
+    if not big:
+        model = model.to(device)
+    model.eval()
+    device = next(model.parameters()).device  # with device_map, inputs go where the embeddings live
+
+    mask_id = settings.get("mask_id", getattr(tokenizer, "mask_token_id", None))
+    if mask_id is None:
+        mask_id = config.get("mask_token_id")
+    if kind == "masked_diffusion" and mask_id is None:
+        raise ModelLoadError(f"{spec}: masked diffusion model without a mask token id (tokenizer, config or registry)")
+    eos_ids = list(settings.get("eos_ids") or _eos_from(tokenizer, config))
+    mtp_heads = None
+    if folder is not None and kind == "causal" and has_mtp_heads(folder):
+        mtp_heads = load_mtp_heads(folder, model.config).to(device=device, dtype=dtype).eval()
+    return Adapter(spec, kind, model, tokenizer, device, settings, mask_id if kind == "masked_diffusion" else None,
+                   eos_ids, _max_length(settings, config, tokenizer), mtp_heads)
+
+
+def _eos_from(tokenizer: Any, config: dict) -> list[int]:
+    ids = config.get("eos_token_id") or (config.get("text_config") or {}).get("eos_token_id")
+    ids = ids if isinstance(ids, list) else [ids] if ids is not None else []
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids = [tokenizer.eos_token_id, *ids]
+    return ids
+
+
+def _max_length(settings: dict, config: dict, tokenizer: Any) -> int:
+    text = config.get("text_config") or {}
+    for value in (settings.get("max_length"), config.get("max_position_embeddings"),
+                  config.get("max_sequence_length"), text.get("max_position_embeddings")):
+        if value:
+            return int(value)
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 10**7 else 2048
+
+
+def list_models() -> list[dict]:
+    """The app's picker: zoo models that exist, then the registry (available_locally = in the HF cache)."""
+    rows = []
+    for name in ZOO_NAMES:
+        folder = ZOO_DIR / name
+        if (folder / "config.json").is_file():
+            settings = _read_json(folder / SETTINGS_FILE) if (folder / SETTINGS_FILE).is_file() else {}
+            rows.append({"name": name, "kind": settings.get("kind", "?"), "available_locally": True,
+                         "note": f"tiny zoo model trained on the synthetic arithmetic task ({folder.name})"})
+    for hub_id, info in REGISTRY.items():
+        rows.append({"name": hub_id, "kind": info.kind, "available_locally": _in_hf_cache(hub_id), "note": info.note})
+    return rows
+
+
+def _in_hf_cache(hub_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    except (OSError, ValueError):  # a malformed cache or id must not break the picker
+        return False

@@ -1,0 +1,313 @@
+"""Majority voting and dVoting (arXiv 2602.12153, reference code fscdc/dVoting) over the diffusion engine.
+
+Majority voting: K samples of one prompt decoded side by side (one `denoise`, batch K), answers
+extracted with `task.extract_answer`, the most common answer wins (ties: the answer seen first).
+
+dVoting, as the reference runs it (`dvoting(..., VotingParams(batched=False))`):
+- every sample decodes adaptively (engine strategy `entropy_threshold`, τ = `tau`): in the leftmost
+  unfinished block every masked token with entropy < τ is committed in the same pass, else the single
+  lowest-entropy one;
+- samples 1..⌊K/2⌋+1 start from a fully masked answer; each later sample starts from the positions where
+  the previous samples agree (the most common token's share ≥ `agreement`, 1.0 = unanimous), the rest
+  remasked, and the last quarter of the answer (gen_length // 4) always remasked;
+- before each new sample, once two exist: stop when the top answer has more than ⌊K/2⌋ votes
+  ("majority"), or every valid answer is the same one with at least ⌊K/2⌋ votes ("all_agree");
+- the answer is the majority vote; the cost is the forward passes summed over samples.
+Reference details kept: samples seeded `seed_base` + i (42, 43, ...); samples without an answer take no
+part in the tally (the reference drops them before counting); a tie between tokens in the agreement
+count goes to the smallest token id (torch.unique + argmax in the reference).
+
+Batched dVoting (`VotingParams(batched=True)`) goes beyond the reference, which decodes one sample at
+a time. It runs two batches: the ⌊K/2⌋+1 fully masked samples together, then all later samples together,
+each starting from the agreement of the first batch. What that changes:
+- the later samples do not see each other. With the unanimous default this changes nothing: a later
+  sample copies the agreed positions, so it cannot add agreement outside the always-remasked last
+  quarter, and cannot remove it either: sample j's start canvas equals sample j+1's. With a lower
+  `agreement`, each later sample's start differs from the reference (the reference recounts with the
+  new samples included).
+- early stopping is checked on every prefix in reference order once a batch has finished, so the run
+  stops where the reference would, and the majority over the batch is the reference's answer (a stop
+  after n samples means the top answer leads by more than the remaining samples of that batch can undo,
+  ties going to the first seen). With the same per-sample seeds, the answers equal the reference's.
+- cost: a batch pays for samples the reference would have skipped (e.g. sample 3 when samples 1 and 2
+  already agree), so forward passes are never fewer than the reference's; wall time drops to two
+  batched decodes. Finished rows stop counting passes (per-row NFE from the engine).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+from decoding import task
+from decoding.diffusion import DiffusionParams, denoise
+from decoding.trace import DecodeDone, DiffusionStep, Event, RunEnd, RunStart, VotingRound
+
+STOP_REASONS = ("majority", "all_agree", "max_samples")
+
+
+@dataclass(frozen=True)
+class VotingParams:
+    k: int = 5  # samples at most
+    tau: float = 0.3  # entropy threshold (nats) of the adaptive decoding
+    agreement: float = 1.0  # keep a position when this share of previous samples agree on it
+    temperature: float = 0.6
+    block_length: int = 16
+    gen_length: int = 80
+    batched: bool = False  # dVoting: batch the samples that can run together (see module docstring)
+    seed_base: int = 42  # sample i is seeded seed_base + i
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+        if self.tau <= 0:
+            raise ValueError(f"tau must be positive, got {self.tau}")
+        if not 0 < self.agreement <= 1:
+            raise ValueError(f"agreement must be in (0, 1], got {self.agreement}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.block_length < 1 or self.gen_length < 1:
+            raise ValueError("block_length and gen_length must be positive")
+        if self.gen_length % self.block_length:
+            raise ValueError(f"gen_length {self.gen_length} must be a multiple of block_length {self.block_length}")
+
+    def diffusion(self, batch: int, steps: int | None = None) -> DiffusionParams:
+        """Engine settings: adaptive entropy decoding, or (steps given) the fixed low-confidence schedule."""
+        if steps is None:
+            return DiffusionParams(gen_length=self.gen_length, steps=self.gen_length, block_length=self.block_length,
+                                   strategy="entropy_threshold", temperature=self.temperature,
+                                   entropy_threshold=self.tau, batch=batch)
+        return DiffusionParams(gen_length=self.gen_length, steps=steps, block_length=self.block_length,
+                               strategy="low_confidence", temperature=self.temperature, batch=batch)
+
+
+# ---------------------------------------------------------------- pure rules (no model)
+
+
+def n_fresh(k: int) -> int:
+    """How many samples start from a fully masked answer."""
+    return k // 2 + 1
+
+
+def tally(answers: Sequence[int | None]) -> list[list]:
+    """[[answer, votes], ...] most common first; ties keep the order first seen; None takes no part."""
+    counts: dict[int, int] = {}
+    for a in answers:
+        if a is not None:
+            counts[a] = counts.get(a, 0) + 1
+    # sorted() is stable and dicts keep insertion order, so equal counts stay first-seen first.
+    return [[a, c] for a, c in sorted(counts.items(), key=lambda item: item[1], reverse=True)]
+
+
+def majority(answers: Sequence[int | None]) -> int | None:
+    counts = tally(answers)
+    return counts[0][0] if counts else None
+
+
+def stop_reason(answers: Sequence[int | None], k: int) -> str | None:
+    """The reference's early stop, checked before each new sample once two samples exist."""
+    counts = tally(answers)
+    if len(answers) < 2 or not counts:
+        return None
+    top = counts[0][1]
+    if top > k // 2:
+        return "majority"
+    if len(counts) == 1 and top >= k // 2:  # reference: ratio == 1.0 and top >= int(K / 2)
+        return "all_agree"
+    return None
+
+
+def first_stop(answers: Sequence[int | None], k: int, after: int = 1) -> str | None:
+    """Why the run stops, checking the rule after each sample n >= `after` in order (a batch adds several):
+    the early-stop rule, or "max_samples" once K samples exist (the reference does not check after the last)."""
+    for n in range(after, len(answers) + 1):
+        if n >= k:
+            return "max_samples"
+        if reason := stop_reason(answers[:n], k):
+            return reason
+    return None
+
+
+def consensus(canvases: Sequence[Sequence[int]]) -> tuple[list[int], list[float]]:
+    """Per position: the most common token (ties: smallest id, as the reference) and its share."""
+    tokens, shares = [], []
+    for column in zip(*canvases):
+        counts: dict[int, int] = {}
+        for t in column:
+            counts[t] = counts.get(t, 0) + 1
+        top = min(counts, key=lambda t: (-counts[t], t))
+        tokens.append(top)
+        shares.append(counts[top] / len(column))
+    return tokens, shares
+
+
+def keep_mask(canvases: Sequence[Sequence[int]], agreement: float = 1.0) -> list[bool]:
+    """Positions a later sample keeps: agreed by the previous samples, outside the last quarter."""
+    _, shares = consensus(canvases)
+    gen_length = len(shares)
+    last_quarter = gen_length - gen_length // 4  # the reference always remasks from here on
+    return [share >= agreement and p < last_quarter for p, share in enumerate(shares)]
+
+
+def start_canvas(previous: Sequence[Sequence[int]], mask_id: int, agreement: float = 1.0) -> list[int]:
+    """The canvas a later sample starts from: agreed tokens kept, every other position masked."""
+    tokens, _ = consensus(previous)
+    return [t if keep else mask_id for t, keep in zip(tokens, keep_mask(previous, agreement))]
+
+
+def agreement_grid(canvases: Sequence[Sequence[int]], starts: Sequence[Sequence[int]], mask_id: int,
+                   agreement: float = 1.0) -> list[list[str]]:
+    """grid[s][p]: "kept" (s started with it), "agree" (s decoded the token the samples agree on), or
+    "disagree" (the samples do not agree there, or s decoded a minority token)."""
+    tokens, shares = consensus(canvases)
+    grid = []
+    for canvas, start in zip(canvases, starts):
+        row = []
+        for p, t in enumerate(canvas):
+            if start[p] != mask_id:
+                row.append("kept")
+            elif t == tokens[p] and shares[p] >= agreement:
+                row.append("agree")
+            else:
+                row.append("disagree")
+        grid.append(row)
+    return grid
+
+
+# ---------------------------------------------------------------- runs over the engine
+
+
+@dataclass
+class _Sample:
+    index: int
+    start: list[int]  # the canvas it started from (mask_id where it decoded)
+    canvas: list[int]  # the finished canvas
+    text: str
+    answer: int | None
+    nfe: int
+
+
+class _Votes:
+    """The samples finished so far, in sample order, and what a VotingRound reports about them."""
+
+    def __init__(self, mask_id: int, agreement: float):
+        self.mask_id, self.agreement = mask_id, agreement
+        self.samples: list[_Sample] = []
+        self.unfinished_nfe = 0  # passes of a decode the user stopped: paid for, no sample
+
+    @property
+    def answers(self) -> list[int | None]:
+        return [s.answer for s in self.samples]
+
+    @property
+    def canvases(self) -> list[list[int]]:
+        return [s.canvas for s in self.samples]
+
+    @property
+    def nfe(self) -> int:
+        return sum(s.nfe for s in self.samples) + self.unfinished_nfe
+
+    def round(self, number: int, reason: str | None, next_start: list[int] | None) -> VotingRound:
+        grid = agreement_grid(self.canvases, [s.start for s in self.samples], self.mask_id, self.agreement)
+        if next_start is not None:  # one more row: where the next sample(s) start, kept or remasked
+            grid.append(["remasked" if t == self.mask_id else "kept" for t in next_start])
+        return VotingRound(
+            round=number,
+            samples=[s.index for s in self.samples],
+            texts=[s.text for s in self.samples],
+            answers=self.answers,
+            grid=grid,
+            tally=tally(self.answers),
+            nfe_per_sample=[s.nfe for s in self.samples],
+            nfe_total=self.nfe,
+            stop_reason=reason,
+            final_answer=majority(self.answers) if reason else None,
+        )
+
+
+def _decode(adapter, prompt: str, params: DiffusionParams, rows: list[int], starts: list[list[int]], seed: int,
+            should_stop: Callable[[], bool] | None, votes: _Votes) -> Iterator[Event]:
+    """One batched decode of `rows` (sample indices, seeded seed + index by the engine); yields the engine's
+    DiffusionSteps and DecodeDone, and returns the finished samples ([] when the user stopped it, its cost
+    then going to votes.unfinished_nfe)."""
+    canvases = [list(s) for s in starts]
+    done: DecodeDone | None = None
+    for event in denoise(adapter, prompt, params, seed=seed, init_canvas=starts, should_stop=should_stop,
+                         rows=rows, run_events=False):
+        if isinstance(event, DiffusionStep):
+            canvases = event.token_ids
+        elif isinstance(event, DecodeDone):
+            done = event
+        yield event
+    if done is None or any(adapter.mask_id in c for c in canvases):  # stopped before every row finished
+        votes.unfinished_nfe += sum(done.row_nfe) if done else 0
+        return []
+    return [
+        _Sample(index=r, start=starts[i], canvas=canvases[i], text=done.texts[i],
+                answer=task.extract_answer(done.texts[i]), nfe=done.row_nfe[i])
+        for i, r in enumerate(rows)
+    ]
+
+
+def _run_start(adapter, method: str, prompt: str, params: VotingParams) -> RunStart:
+    return RunStart(method=method, prompt=prompt, prompt_tokens=adapter.token_text(adapter.encode_prompt(prompt)),
+                    gen_length=params.gen_length, batch=params.k)
+
+
+def _run_end(votes: _Votes, t0: float, stopped: bool, reason: str | None, params: VotingParams) -> RunEnd:
+    return RunEnd(nfe=votes.nfe, seconds=time.perf_counter() - t0, answer=majority(votes.answers), stopped=stopped,
+                  summary={"samples": len(votes.samples), "stop_reason": reason, "tally": tally(votes.answers),
+                           "nfe_per_sample": [s.nfe for s in votes.samples], "params": asdict(params)})
+
+
+def majority_vote(adapter, prompt: str, params: VotingParams = VotingParams(), steps: int | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> Iterator[Event]:
+    """K samples in one batch, then one VotingRound with the majority. `steps=None` decodes adaptively
+    (entropy threshold τ, as dVoting does); an int uses the fixed low-confidence schedule with that many
+    steps (the paper's baseline)."""
+    t0 = time.perf_counter()
+    yield _run_start(adapter, "majority", prompt, params)
+    votes = _Votes(adapter.mask_id, params.agreement)
+    rows = list(range(params.k))
+    starts = [[adapter.mask_id] * params.gen_length for _ in rows]
+    votes.samples = yield from _decode(adapter, prompt, params.diffusion(params.k, steps), rows, starts,
+                                       params.seed_base, should_stop, votes)
+    stopped = not votes.samples
+    if not stopped:
+        yield votes.round(1, "max_samples", None)
+    yield _run_end(votes, t0, stopped, None if stopped else "max_samples", params)
+
+
+def dvoting(adapter, prompt: str, params: VotingParams = VotingParams(),
+            should_stop: Callable[[], bool] | None = None) -> Iterator[Event]:
+    """dVoting: samples one at a time in the reference order, or (params.batched) in two batches."""
+    t0 = time.perf_counter()
+    yield _run_start(adapter, "dvoting_batched" if params.batched else "dvoting", prompt, params)
+    k, mask_id = params.k, adapter.mask_id
+    votes = _Votes(mask_id, params.agreement)
+    fully_masked = [mask_id] * params.gen_length
+    # Groups of samples decoded together: the reference runs one at a time.
+    groups = [list(range(n_fresh(k))), list(range(n_fresh(k), k))] if params.batched else [[i] for i in range(k)]
+    reason = None
+    for round_number, rows in enumerate(filter(None, groups), start=1):
+        if should_stop is not None and should_stop():
+            yield _run_end(votes, t0, True, None, params)
+            return
+        start = fully_masked if rows[0] < n_fresh(k) else start_canvas(votes.canvases, mask_id, params.agreement)
+        finished = yield from _decode(adapter, prompt, params.diffusion(len(rows)), rows, [start] * len(rows),
+                                      params.seed_base, should_stop, votes)
+        if not finished:  # the user pressed Stop
+            yield _run_end(votes, t0, True, None, params)
+            return
+        n_before = len(votes.samples)
+        votes.samples += finished  # a batch's extra samples are paid for, so they vote (same majority)
+        reason = first_stop(votes.answers, k, after=n_before + 1)
+        next_start = None
+        if not reason:
+            next_start = fully_masked if len(votes.samples) < n_fresh(k) else start_canvas(
+                votes.canvases, mask_id, params.agreement)
+        yield votes.round(round_number, reason, next_start)
+        if reason:
+            break
+    yield _run_end(votes, t0, False, reason, params)
