@@ -1,0 +1,32 @@
+# Two entry points on a fresh machine: `make run` (the app on the embedded tiny zoo, no network)
+# and `make test` (the whole suite: lint, unit, gradio_client and real-browser tests).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lint bench chromium
+
+$(STAMP): requirements.txt requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) app.py
+
+# The browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup chromium lint
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+bench: setup
+	$(PY) -m decoding.bench diffusion
+	$(PY) -m decoding.bench voting
