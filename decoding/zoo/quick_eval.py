@@ -142,7 +142,21 @@ def prm_metrics(model, tok, probs: list[task.Problem]) -> dict:
         for completion in (p.solution, corrupt(rng, p)):
             scores += prm_step_scores(model, tok, p.prompt, completion)
             labels += task.step_labels(p, completion)
-    return {"step_auroc": round(auroc(scores, labels), 4), "n_steps": len(labels)}
+    out = {"step_auroc": round(auroc(scores, labels), 4), "n_steps": len(labels)}
+    policy_dir = task.HELDOUT_PATH.parent / "models" / "tiny-ar"
+    if policy_dir.is_dir():  # also on the errors a real policy makes (4 samples per problem, T = 1)
+        from transformers import AutoModelForCausalLM
+
+        device = next(model.parameters()).device
+        policy = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32).to(device).eval()
+        scores, labels = [], []
+        for s in range(4):
+            for p, completion in zip(probs, ar_generate(policy, tok, [p.prompt for p in probs], 1.0, 100 + s)):
+                scores += prm_step_scores(model, tok, p.prompt, completion)
+                labels += task.step_labels(p, completion)
+        if 0 < sum(labels) < len(labels):
+            out["policy_auroc"] = round(auroc(scores, labels), 4)
+    return out
 
 
 def evaluate_dir(path: Path, n: int) -> dict:
