@@ -178,26 +178,19 @@ def ar_loss(model, heads: MTPHeads, ids: torch.Tensor, targets: torch.Tensor) ->
     return loss
 
 
-def prm_tensors(
-    enc: Encoder, rng: random.Random, probs: list[task.Problem], solutions: list[str] | None = None
-) -> tuple[torch.Tensor, ...]:
+def prm_tensors(enc: Encoder, rng: random.Random, probs: list[task.Problem]) -> tuple[torch.Tensor, ...]:
     """ids = [BOS] prompt step1\\n step2\\n ...; targets [GOOD]/[BAD] at each step's delimiter, else -100."""
     tok = enc.tok
     good, bad = tok.convert_tokens_to_ids("[GOOD]"), tok.convert_tokens_to_ids("[BAD]")
     rows, targets = [], []
-    for i, p in enumerate(probs):
-        if solutions is not None:
-            sol = solutions[i]
-        else:
-            sol = p.solution if rng.random() < 0.4 else corrupt(rng, p)
-        sol = task.STEP_DELIMITER.join(task.split_steps(sol))  # a sample may end early or ramble: keep its lines
-        row = [tok.bos_token_id] + enc(p.prompt + sol + task.STEP_DELIMITER)[: WIDTH - 1]
+    for p in probs:
+        sol = p.solution if rng.random() < 0.4 else corrupt(rng, p)
+        row = [tok.bos_token_id] + enc(p.prompt + sol + task.STEP_DELIMITER)
         target = [-100] * len(row)
         pos = len(p.prompt)  # index of the prompt's own delimiter (BOS shifts by one)
         for line, ok in zip(task.split_steps(sol), task.step_labels(p, sol)):
             pos += len(line) + 1  # the delimiter that ends this step: its next-token logits score the step
-            if pos < len(row):
-                target[pos] = good if ok else bad
+            target[pos] = good if ok else bad
         rows.append(row)
         targets.append(target)
     return _rows_to_tensor(rows, tok.pad_token_id), _rows_to_tensor(targets, -100)
@@ -208,34 +201,14 @@ def prm_loss(model, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def policy_solutions(policy_dir: Path, probs: list[task.Problem], device: str, batch: int = 2048) -> list[str]:
-    """Completions sampled (T = 1) from a trained generator: the PRM learns on the errors a real policy makes."""
-    from decoding.zoo.quick_eval import ar_generate  # lazy: quick_eval imports this module
-
-    policy = LlamaForCausalLM.from_pretrained(policy_dir, dtype=torch.float32).to(device).eval()
-    out: list[str] = []
-    for i in range(0, len(probs), batch):
-        out += ar_generate(policy, build_tokenizer(), [p.prompt for p in probs[i : i + batch]], 1.0, seed=i)
-    return out
-
-
-def build_pool(
-    name: str, enc: Encoder, rng: random.Random, n: int, policy_dir: Path | None = None, device: str = "cpu"
-) -> tuple[torch.Tensor, ...]:
-    """All training rows encoded up front, so a step is one index into tensors (the GPU was data-bound).
-    The PRM's pool is half synthetic chains (reference or one injected error), half policy samples when a
-    policy is given."""
+def build_pool(name: str, enc: Encoder, rng: random.Random, n: int) -> tuple[torch.Tensor, ...]:
+    """All training rows encoded up front, so a step is one index into tensors (the GPU was data-bound)."""
     probs = sample_problems(rng, n, task.heldout_questions())
     if name == "tiny-dllm":
         return dllm_tensors(enc, probs)
     if name == "tiny-ar":
         return ar_tensors(enc, probs)
-    if policy_dir is None:
-        return prm_tensors(enc, rng, probs)
-    half = n // 2
-    synthetic = prm_tensors(enc, rng, probs[:half])
-    sampled = prm_tensors(enc, rng, probs[half:], policy_solutions(policy_dir, probs[half:], device))
-    return tuple(torch.cat([a, b]) for a, b in zip(synthetic, sampled))
+    return prm_tensors(enc, rng, probs)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -270,8 +243,6 @@ def train(
     stop_at: int | None = None,
     max_minutes: float | None = None,
     pool_size: int = 600_000,
-    init_from: Path | None = None,
-    policy_dir: Path | None = None,
 ) -> Path:
     """Train and save to `out`. `stop_at` ends early on the same schedule (reproduces a checkpoint);
     `max_minutes` is a wall-clock guard whose stopping step is recorded in training.json."""
@@ -280,16 +251,13 @@ def train(
     tok = build_tokenizer()
     enc = Encoder(tok)
     config = model_config(name, tok)
-    model = (ModernBertForMaskedLM if name == "tiny-dllm" else LlamaForCausalLM)(config)
-    if init_from is not None:  # a PRM starts from the policy's weights, as real PRMs start from an LM
-        model.load_state_dict(LlamaForCausalLM.from_pretrained(init_from, dtype=torch.float32).state_dict())
-    model = model.to(device)
+    model = (ModernBertForMaskedLM if name == "tiny-dllm" else LlamaForCausalLM)(config).to(device)
     heads = MTPHeads(config, n_future=4).to(device) if name == "tiny-ar" else None
     params = list(model.parameters()) + (list(heads.parameters()) if heads else [])
     n_params = sum(p.numel() for p in params)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     gen = torch.Generator(device=device).manual_seed(seed)
-    pool = [t.to(device) for t in build_pool(name, enc, rng, min(pool_size, steps * batch), policy_dir, device)]
+    pool = [t.to(device) for t in build_pool(name, enc, rng, min(pool_size, steps * batch))]
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.startswith("cuda")
@@ -317,8 +285,6 @@ def train(
         if step % log_every == 0 or step == stop_at - 1:
             print(f"{name} step {step} loss {loss.item():.4f} {time.time() - start:.0f}s", flush=True)
         meta = {
-            "init_from": str(init_from) if init_from else None,
-            "policy": str(policy_dir) if policy_dir else None,
             "name": name,
             "seed": seed,
             "steps": step + 1,
@@ -357,8 +323,6 @@ def main() -> None:
     ap.add_argument("--stop-at", type=int, default=None, help="stop at this step of the --steps schedule")
     ap.add_argument("--max-minutes", type=float, default=None)
     ap.add_argument("--pool-size", type=int, default=600_000)
-    ap.add_argument("--init-from", type=Path, default=None, help="PRM: start from this causal LM's weights")
-    ap.add_argument("--policy", type=Path, default=None, help="PRM: half the pool sampled from this generator")
     a = ap.parse_args()
     out = a.out or Path(task.HELDOUT_PATH).parent / "models" / a.name
     train(
