@@ -15,7 +15,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 setup: $(STAMP)
 
 run: setup
-	$(PY) app.py
+	GRADIO_ANALYTICS_ENABLED=False $(PY) app.py
 
 # The browser tests drive Debian's Chromium (Playwright's own browser download cannot work offline).
 chromium:

@@ -163,10 +163,8 @@ def bench_figure(rows: list[dict]) -> go.Figure:
             go.Scatter(
                 x=[nfe],
                 y=[acc * scale],
-                mode="markers+text",
+                mode="markers",  # labels go in the legend: text labels collide when methods cost alike
                 name=html.escape(method),
-                text=[html.escape(method)],
-                textposition="top center",
                 marker={"size": 12},
                 hovertemplate=f"{html.escape(method)}<br>accuracy %{{y:.1f}}%<br>%{{x:.0f}} forward passes"
                 + (f"<br>{sec:.2f}s" if sec is not None else "")
@@ -175,8 +173,9 @@ def bench_figure(rows: list[dict]) -> go.Figure:
         )
     fig.update_xaxes(title="forward passes per problem (NFE)", type="log")
     fig.update_yaxes(title="accuracy (%)")
-    fig.update_layout(showlegend=False)
-    return _layout(fig, "Accuracy vs cost (held-out problems)", 320)
+    fig = _layout(fig, "Accuracy vs cost (held-out problems)", 320)
+    fig.update_layout(showlegend=True, legend={"orientation": "v", "x": 1.02, "y": 1})
+    return fig
 
 
 def _num(v: object) -> float | None:
