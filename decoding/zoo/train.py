@@ -179,26 +179,35 @@ def ar_loss(model, heads: MTPHeads, ids: torch.Tensor, targets: torch.Tensor) ->
 
 
 def prm_tensors(enc: Encoder, rng: random.Random, probs: list[task.Problem]) -> tuple[torch.Tensor, ...]:
-    """ids = [BOS] prompt step1\\n step2\\n ...; targets [GOOD]/[BAD] at each step's delimiter, else -100."""
+    """ids = [BOS] prompt step1\\n step2\\n ...; tags: [GOOD]/[BAD] at each step's delimiter, else -100;
+    lm: next-token targets over the solution of correct chains only (an optional dense auxiliary loss)."""
     tok = enc.tok
     good, bad = tok.convert_tokens_to_ids("[GOOD]"), tok.convert_tokens_to_ids("[BAD]")
-    rows, targets = [], []
+    rows, targets, lm_targets = [], [], []
     for p in probs:
         sol = p.solution if rng.random() < 0.4 else corrupt(rng, p)
         row = [tok.bos_token_id] + enc(p.prompt + sol + task.STEP_DELIMITER)
         target = [-100] * len(row)
+        n_prompt = 1 + len(p.prompt)
+        correct = sol == p.solution
+        lm = [-100] * (n_prompt - 1) + (row[n_prompt:] if correct else [-100] * (len(row) - n_prompt))
         pos = len(p.prompt)  # index of the prompt's own delimiter (BOS shifts by one)
         for line, ok in zip(task.split_steps(sol), task.step_labels(p, sol)):
             pos += len(line) + 1  # the delimiter that ends this step: its next-token logits score the step
             target[pos] = good if ok else bad
         rows.append(row)
         targets.append(target)
-    return _rows_to_tensor(rows, tok.pad_token_id), _rows_to_tensor(targets, -100)
+        # A step tag's position is read for [GOOD]/[BAD]: it carries no next-token target.
+        lm_targets.append([-100 if t != -100 else x for t, x in zip(target, lm)])
+    return _rows_to_tensor(rows, tok.pad_token_id), _rows_to_tensor(targets, -100), _rows_to_tensor(lm_targets, -100)
 
 
-def prm_loss(model, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def prm_loss(model, ids: torch.Tensor, tags: torch.Tensor, lm: torch.Tensor, lm_weight: float = 0.0) -> torch.Tensor:
     logits = model(input_ids=ids).logits.float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tags.reshape(-1))
+    if lm_weight > 0:  # dense signal: learning to continue correct chains teaches the arithmetic it must check
+        loss = loss + lm_weight * F.cross_entropy(logits.reshape(-1, logits.shape[-1]), lm.reshape(-1))
+    return loss
 
 
 def build_pool(name: str, enc: Encoder, rng: random.Random, n: int) -> tuple[torch.Tensor, ...]:
@@ -243,6 +252,7 @@ def train(
     stop_at: int | None = None,
     max_minutes: float | None = None,
     pool_size: int = 600_000,
+    lm_weight: float = 0.0,
 ) -> Path:
     """Train and save to `out`. `stop_at` ends early on the same schedule (reproduces a checkpoint);
     `max_minutes` is a wall-clock guard whose stopping step is recorded in training.json."""
@@ -277,7 +287,7 @@ def train(
             elif name == "tiny-ar":
                 loss = ar_loss(model, heads, *rows)
             else:
-                loss = prm_loss(model, *rows)
+                loss = prm_loss(model, *rows, lm_weight=lm_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -286,6 +296,7 @@ def train(
             print(f"{name} step {step} loss {loss.item():.4f} {time.time() - start:.0f}s", flush=True)
         meta = {
             "name": name,
+            "lm_weight": lm_weight,
             "seed": seed,
             "steps": step + 1,
             "schedule_steps": steps,
@@ -323,6 +334,7 @@ def main() -> None:
     ap.add_argument("--stop-at", type=int, default=None, help="stop at this step of the --steps schedule")
     ap.add_argument("--max-minutes", type=float, default=None)
     ap.add_argument("--pool-size", type=int, default=600_000)
+    ap.add_argument("--lm-weight", type=float, default=0.0, help="PRM: weight of the next-token loss on correct chains")
     a = ap.parse_args()
     out = a.out or Path(task.HELDOUT_PATH).parent / "models" / a.name
     train(
@@ -339,6 +351,7 @@ def main() -> None:
         a.stop_at,
         a.max_minutes,
         a.pool_size,
+        a.lm_weight,
     )
 
 
