@@ -16,6 +16,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import torch
 
 from decoding import task
 from decoding.diffusion import DiffusionParams, denoise
-from decoding.trace import RunEnd
+from decoding.trace import Event, RunEnd
 
 OUT_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "diffusion.json"
 
@@ -51,13 +52,14 @@ def methods(gen_length: int, block_length: int) -> dict[str, DiffusionParams]:
     }
 
 
-def pick_problems(n: int, seed: int = 0) -> list[task.Problem]:
-    """A seeded sample of the held-out set, spread evenly over the levels."""
+def pick_problems(n: int, seed: int = 0, level: int | None = None) -> list[task.Problem]:
+    """A seeded sample of the held-out set, spread evenly over the levels (or all from `level`)."""
+    levels = [level] if level else list(task.LEVELS)
     rng = random.Random(seed)
-    pools = {lv: [p for p in task.load_heldout() if p.level == lv] for lv in task.LEVELS}
+    pools = {lv: [p for p in task.load_heldout() if p.level == lv] for lv in levels}
     for pool in pools.values():
         rng.shuffle(pool)
-    levels = list(task.LEVELS)
+    n = min(n, len(levels) * min(len(pool) for pool in pools.values()))
     return sorted((pools[levels[i % len(levels)]][i // len(levels)] for i in range(n)), key=lambda p: p.level)
 
 
@@ -67,16 +69,27 @@ def _summary(rows: list[tuple[bool, int, float]]) -> dict:
             "seconds": sum(r[2] for r in rows) / n, "n": n}
 
 
-def run_method(adapter, params: DiffusionParams, problems: list[task.Problem], seed: int = 0) -> dict:
+Method = Callable[[object, str], Iterator[Event]]  # (adapter, prompt) -> a run's events, ending in RunEnd
+
+
+def run_method(adapter, method: Method, problems: list[task.Problem]) -> dict:
+    """Accuracy, forward passes and wall time per problem, overall and by level."""
     per_level: dict[int, list[tuple[bool, int, float]]] = {}
     for problem in problems:
         t0 = time.perf_counter()
-        end = [e for e in denoise(adapter, problem.prompt, params, seed=seed) if isinstance(e, RunEnd)][-1]
+        end = [e for e in method(adapter, problem.prompt) if isinstance(e, RunEnd)][-1]
         per_level.setdefault(problem.level, []).append((end.answer == problem.answer, end.nfe,
                                                         time.perf_counter() - t0))
     result = _summary([row for rows in per_level.values() for row in rows])
     result["by_level"] = {str(lv): _summary(rows) for lv, rows in sorted(per_level.items())}
     return result
+
+
+def report(results: list[dict], out: Path) -> None:
+    print(table(results))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"wrote {out}")
 
 
 def table(results: list[dict]) -> str:
@@ -112,14 +125,14 @@ def main(args: argparse.Namespace) -> list[dict]:
     for name, params in methods(gen_length, args.block_length).items():
         if keep and not any(k in name for k in keep):
             continue
+        def method(a, prompt: str, params: DiffusionParams = params) -> Iterator[Event]:
+            return denoise(a, prompt, params, seed=args.seed)
+
         result = {"method": name, "strategy": params.strategy, "model": args.model, "params": asdict(params),
-                  **run_method(adapter, params, problems, args.seed)}
+                  **run_method(adapter, method, problems)}
         print(f"{name}: {result['accuracy']:.1%} @ {result['nfe']:.1f} passes, {result['seconds']:.3f} s", flush=True)
         results.append(result)
-    print(table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {args.out}")
+    report(results, args.out)
     return results
 
 

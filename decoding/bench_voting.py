@@ -13,22 +13,16 @@ at the voting temperature. dVoting decodes adaptively (entropy threshold τ).
 from __future__ import annotations
 
 import argparse
-import json
-import random
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from decoding import task
-from decoding.bench import table
-from decoding.trace import Event, RunEnd
+from decoding.bench import Method, pick_problems, report, run_method
 from decoding.voting import VotingParams, dvoting, majority_vote
 
 OUT_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "voting.json"
-Method = Callable[[object, str], Iterator[Event]]
 
 
 def methods(params: VotingParams) -> dict[str, Method]:
@@ -39,40 +33,6 @@ def methods(params: VotingParams) -> dict[str, Method]:
         "dvoting": lambda a, p: dvoting(a, p, replace(params, batched=False)),
         "dvoting_batched": lambda a, p: dvoting(a, p, replace(params, batched=True)),
     }
-
-
-def pick_problems(n: int, level: int | None, seed: int = 0) -> list[task.Problem]:
-    """A seeded sample of the held-out set, spread evenly over the levels (or all from `level`)."""
-    levels = [level] if level else list(task.LEVELS)
-    rng = random.Random(seed)
-    by_level = {lv: [p for p in task.load_heldout() if p.level == lv] for lv in levels}
-    for pool in by_level.values():
-        rng.shuffle(pool)
-    n = min(n, len(levels) * min(len(pool) for pool in by_level.values()))
-    picked = [by_level[levels[i % len(levels)]][i // len(levels)] for i in range(n)]
-    return sorted(picked, key=lambda p: p.level)
-
-
-def _summary(rows: list[tuple[bool, int, float]]) -> dict:
-    n = len(rows)
-    return {
-        "accuracy": sum(ok for ok, _, _ in rows) / n,
-        "nfe": sum(nfe for _, nfe, _ in rows) / n,
-        "seconds": sum(s for _, _, s in rows) / n,
-        "n": n,
-    }
-
-
-def run_method(adapter, method: Method, problems: list[task.Problem]) -> dict:
-    per_level: dict[int, list[tuple[bool, int, float]]] = {}
-    for problem in problems:
-        t0 = time.perf_counter()
-        end = [e for e in method(adapter, problem.prompt) if isinstance(e, RunEnd)][-1]
-        per_level.setdefault(problem.level, []).append((end.answer == problem.answer, end.nfe,
-                                                        time.perf_counter() - t0))
-    result = _summary([row for rows in per_level.values() for row in rows])
-    result["by_level"] = {str(lv): _summary(rows) for lv, rows in sorted(per_level.items())}
-    return result
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,7 +55,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     gen_length = int(adapter.settings.get("gen_length", 80))
     params = VotingParams(k=args.k, tau=args.tau, temperature=args.temperature, gen_length=gen_length,
                           block_length=16 if gen_length % 16 == 0 else gen_length)
-    problems = pick_problems(args.n, args.level)
+    problems = pick_problems(args.n, level=args.level)
     chosen = {m.strip() for m in args.methods.split(",") if m.strip()}
     results = []
     for name, method in methods(params).items():
@@ -105,10 +65,7 @@ def main(args: argparse.Namespace) -> list[dict]:
                   **run_method(adapter, method, problems)}
         print(f"{name}: {result['accuracy']:.1%} @ {result['nfe']:.1f} passes, {result['seconds']:.3f} s", flush=True)
         results.append(result)
-    print(table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {args.out}")
+    report(results, args.out)
     return results
 
 
