@@ -20,11 +20,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import gradio as gr
+from gradio.components.plot import PlotData
 
 from decoding import diffusion, models, task, voting
 from decoding.trace import RunEnd, Trace, TraceError
 from viz.heatmap import decode_order, empty_figure, entropy_heatmap, topk_figure
-from viz.state import state_at, step_count
+from viz.state import progress_line, state_at, step_count
 from viz.tokens import render_canvas
 from viz.voting import agreement_grid, bench_figure, load_bench, nfe_meter_html, tally_html
 
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parent
 EXAMPLES = json.loads((ROOT / "examples" / "prompts.json").read_text())
 BENCH_PATH = ROOT / "examples" / "bench" / "voting.json"
 TRACE_DIR = Path(tempfile.mkdtemp(prefix="decoding-lens-"))  # inside the temp dir Gradio serves files from
-CANVAS_EVERY, PLOTS_EVERY = 0.1, 1.5  # seconds between streamed updates: ~10/s for HTML, plots ~1/s
+CANVAS_EVERY, PLOTS_EVERY = 0.1, 1.5  # seconds between streamed updates: ~10/s for HTML, plots every 1.5 s
 LOAD_TIMEOUT = 180  # seconds before a model load is reported as stuck
 MAX_LIVE = 256  # sessions whose latest run we remember (for Stop)
 
@@ -193,26 +194,44 @@ def model_status(model: str) -> str:
 # ---------------------------------------------------------------- streaming views
 
 
-def _diffusion_views(trace: Trace, step: int | None = None, position: int = 0) -> tuple:
+def _diffusion_views(trace: Trace, step: int | None = None, position: int = 0, with_plots: bool = True) -> tuple:
+    """(canvas, entropy, decode order, top-k); with_plots=False leaves the figures out (None): the live
+    stream redraws them only every PLOTS_EVERY seconds."""
     events = trace.events if step is None else state_at(trace, step)
     expected = trace.meta.get("expected")
     return (
         render_canvas(events, expected=expected),
-        entropy_heatmap(events),
-        decode_order(events),
-        topk_figure(events, int(position or 0)),
+        entropy_heatmap(events) if with_plots else None,
+        decode_order(events) if with_plots else None,
+        topk_figure(events, int(position or 0)) if with_plots else None,
     )
 
 
-def _voting_views(trace: Trace, step: int | None = None) -> tuple:
+def _voting_k(trace: Trace) -> int:
+    return int(trace.meta.get("params", {}).get("k", 1) or 1)
+
+
+def _voting_views(trace: Trace, step: int | None = None, with_plots: bool = True) -> tuple:
     events = trace.events if step is None else state_at(trace, step)
-    k = int(trace.meta.get("params", {}).get("k", 1) or 1)
+    k = _voting_k(trace)
     return (
         render_canvas(events, expected=trace.meta.get("expected")),
-        agreement_grid(events),
+        agreement_grid(events) if with_plots else None,
         tally_html(events, k),
         nfe_meter_html(events, k),
     )
+
+
+def _diffusion_progress(trace: Trace) -> str:
+    """Status line of a live diffusion run: step s / total (fixed schedules) or step s (at most gen_length)."""
+    p = trace.meta.get("params", {})
+    fixed = p.get("strategy") in diffusion.SCHEDULED
+    return progress_line(trace.events, total_steps=p.get("steps") if fixed else None, max_steps=p.get("gen_length"))
+
+
+def _voting_progress(trace: Trace) -> str:
+    """Status line of a live voting run: sample i / K, step s of its decode (adaptive: at most gen_length)."""
+    return progress_line(trace.events, k=_voting_k(trace), max_steps=trace.meta.get("params", {}).get("gen_length"))
 
 
 def _summary(trace: Trace, run: LiveRun) -> str:
@@ -228,25 +247,40 @@ def _summary(trace: Trace, run: LiveRun) -> str:
     return f"{how}: {answer}{verdict} · {end.nfe} forward passes · {end.seconds:.2f}s · {step_count(trace)} steps"
 
 
-def _stream(run: LiveRun, views: Callable[[Trace], tuple], plots: set[int]) -> Iterator[tuple]:
-    """Yield (*views, status, scrubber, file, state) as the run progresses: HTML ~10×/s, the plotly views
-    (indices in `plots`) every PLOTS_EVERY s and at each new voting round (gr.skip() in between), and the
-    final state always."""
+def _plot_payload(fig: object) -> PlotData:
+    """A figure serialised once, as gr.Plot sends it (its postprocess passes PlotData through unchanged)."""
+    return PlotData(type="plotly", plot=fig.to_json())  # type: ignore[attr-defined]
+
+
+def _stream(run: LiveRun, views: Callable[..., tuple], plots: set[int],
+            progress: Callable[[Trace], str]) -> Iterator[tuple]:
+    """Yield (*views, status, scrubber, file, state) as the run progresses: HTML and the status line
+    (`progress`: step s / total) ~10×/s, the plotly views (indices in `plots`) redrawn every PLOTS_EVERY s
+    and at each new voting round, and the final state always.
+
+    Between redraws the plot outputs re-send the *same* serialised figure, never gr.skip(): Gradio streams
+    a generator's outputs as diffs against its previous yield, and the browser applies those diffs in place
+    to the object the Plot is showing, so a skip ({"__type__": "update"}) diffed against a figure deletes
+    the figure's keys and the plot vanishes (plotly: "Something went wrong with axis scaling") until the
+    next full value. An unchanged payload diffs to nothing: the plot stays as it is."""
     trace = run.trace
     last_canvas = last_plots = 0.0
     rounds = 0
+    shown_plots: dict[int, PlotData] = {}
     try:
         while not run.done.wait(0.02):
             now = time.monotonic()
             new_round = len(trace.of_kind("round")) != rounds
             if not trace.events or (now - last_canvas < CANVAS_EVERY and not new_round):
                 continue
-            rendered = views(trace)
-            send_plots = new_round or now - last_plots >= PLOTS_EVERY
+            send_plots = new_round or not shown_plots or now - last_plots >= PLOTS_EVERY
+            rendered = views(trace, with_plots=send_plots)
+            if send_plots:
+                shown_plots = {i: _plot_payload(rendered[i]) for i in plots}
             last_canvas, last_plots = now, now if send_plots else last_plots
             rounds = len(trace.of_kind("round"))
-            shown = [gr.skip() if i in plots and not send_plots else v for i, v in enumerate(rendered)]
-            yield (*shown, "… running", gr.skip(), gr.skip(), gr.skip())
+            shown = [shown_plots[i] if i in plots else v for i, v in enumerate(rendered)]
+            yield (*shown, progress(trace), gr.skip(), gr.skip(), gr.skip())
     finally:
         if not run.done.is_set():  # the page went away or the event was cancelled: stop the decoder too
             run.stop.set()
@@ -283,7 +317,7 @@ def run_diffusion(model: str, prompt: str, strategy: str, gen_length: int, steps
     trace.meta["expected"] = expected
     run = LiveRun(trace, lambda stop: diffusion.denoise(adapter, text, params, seed=int(seed), should_stop=stop))
     _remember(_session(request), run)
-    yield from _stream(run, _diffusion_views, plots={1, 2, 3})
+    yield from _stream(run, _diffusion_views, plots={1, 2, 3}, progress=_diffusion_progress)
 
 
 def run_voting(model: str, prompt: str, method: str, k: int, tau: float, agreement: float, temperature: float,
@@ -302,7 +336,7 @@ def run_voting(model: str, prompt: str, method: str, k: int, tau: float, agreeme
     vote = voting.majority_vote if method == "majority" else voting.dvoting
     run = LiveRun(trace, lambda stop: vote(adapter, text, params, should_stop=stop))
     _remember(_session(request), run)
-    yield from _stream(run, _voting_views, plots={1})
+    yield from _stream(run, _voting_views, plots={1}, progress=_voting_progress)
 
 
 def _stop(request: gr.Request | None, views: Callable[[Trace], tuple]) -> tuple:
@@ -383,6 +417,12 @@ def _run_stop_buttons() -> tuple[gr.Button, gr.Button]:
     return run, stop
 
 
+# Plots carry their own titles, so their Gradio labels are hidden (show_label=False): Gradio's plotly
+# wrapper forces a 100 px top margin on a titled figure whose label is shown, which leaves short figures
+# (decode order, top-k) a negative plot height; plotly then throws "Something went wrong with axis
+# scaling" and the plots drop out of the page mid-run.
+
+
 def build() -> gr.Blocks:
     choices = _model_choices()
     strategies = list(diffusion.STRATEGIES)
@@ -419,11 +459,14 @@ def build() -> gr.Blocks:
                         d_scrub = gr.Slider(0, 1, 0, step=1, label="Step (available after a run)", interactive=False,
                                             elem_id="d-scrub")
                         with gr.Row():
-                            d_heat = gr.Plot(empty_figure("run to see the uncertainty per step"), label="Entropy", scale=3)
+                            d_heat = gr.Plot(empty_figure("run to see the uncertainty per step"), label="Entropy", scale=3, elem_id="d-heat",
+                                             show_label=False)
                             with gr.Column(scale=2):
                                 d_pos = gr.Number(0, precision=0, label="Position for the top-k view", minimum=0)
-                                d_topk = gr.Plot(empty_figure("top-k alternatives at one position", 220), label="Top-k")
-                        d_order = gr.Plot(empty_figure("decode order", 160), label="Decode order")
+                                d_topk = gr.Plot(empty_figure("top-k alternatives at one position", 220), label="Top-k", elem_id="d-topk",
+                                                 show_label=False)
+                        d_order = gr.Plot(empty_figure("decode order", 160), label="Decode order", show_label=False,
+                                  elem_id="d-order")
                         d_file = gr.DownloadButton("↓ Download trace (JSON)", value=None, size="sm")
                 d_trace = gr.State(None)
                 d_outputs = [d_canvas, d_heat, d_order, d_topk, d_status, d_scrub, d_file, d_trace]
@@ -463,13 +506,13 @@ def build() -> gr.Blocks:
                         with gr.Row():
                             v_tally = gr.HTML("", elem_id="v-tally")
                             v_meter = gr.HTML("", elem_id="v-meter")
-                        v_grid = gr.Plot(empty_figure("agreement grid", 200), label="Agreement")
+                        v_grid = gr.Plot(empty_figure("agreement grid", 200), label="Agreement", show_label=False, elem_id="v-grid")
                         v_canvas = gr.HTML(render_canvas([]), elem_id="v-canvas", min_height=120)
                         v_scrub = gr.Slider(0, 1, 0, step=1, label="Step (available after a run)", interactive=False,
                                             elem_id="v-scrub")
                         v_file = gr.DownloadButton("↓ Download trace (JSON)", value=None, size="sm")
                         with gr.Accordion("Benchmark: accuracy vs forward passes", open=True):
-                            gr.Plot(bench_figure(load_bench(BENCH_PATH)), label="Benchmark")
+                            gr.Plot(bench_figure(load_bench(BENCH_PATH)), label="Benchmark", show_label=False)
                 v_trace = gr.State(None)
                 v_outputs = [v_canvas, v_grid, v_tally, v_meter, v_status, v_scrub, v_file, v_trace]
                 v_event = v_run.click(
@@ -492,9 +535,11 @@ def build() -> gr.Blocks:
                 with gr.Row():
                     r_tally = gr.HTML("")
                     r_meter = gr.HTML("")
-                r_heat = gr.Plot(label="Entropy")
-                r_order = gr.Plot(label="Decode order")
-                r_grid = gr.Plot(label="Agreement (voting traces)")
+                r_heat = gr.Plot(empty_figure("entropy per step (upload a trace)"), label="Entropy", show_label=False)
+                r_order = gr.Plot(empty_figure("decode order (upload a trace)", 160), label="Decode order",
+                                  show_label=False)
+                r_grid = gr.Plot(empty_figure("agreement grid (voting traces)", 200), label="Agreement (voting traces)",
+                                 show_label=False)
                 r_trace = gr.State(None)
                 r_file.upload(upload_trace, r_file,
                               [r_trace, r_scrub, r_canvas, r_heat, r_order, r_grid, r_tally, r_meter, r_status],

@@ -144,3 +144,18 @@ def test_ragged_hostile_trace_does_not_crash() -> None:
     events = [RunStart("diffusion", "p", [], 10**9, 1), bad]
     assert "dl-chip" in render_canvas(events)
     entropy_heatmap(events), decode_order(events), topk_figure(events, 3)
+
+
+def test_progress_line_shows_the_step_counter() -> None:
+    from decoding.trace import DiffusionStep, RunStart
+    from viz.state import progress_line
+
+    start = RunStart(method="diffusion", prompt="1+1=?\n", prompt_tokens=[], gen_length=2, batch=1)
+    step = DiffusionStep(step=3, block=0, rows=[0], tokens=[["2", "x"]], token_ids=[[1, 2]], masked=[[False, True]],
+                         committed=[[0]], confidence=[[0.9, 0.1]], entropy=[[0.1, 1.0]], topk=[[[], []]], nfe=3)
+    assert "step 0 / 8" in progress_line([start], total_steps=8)
+    line = progress_line([start, step], total_steps=8)
+    assert "step 3 / 8" in line and "1 of 2 tokens decoded" in line and "done" not in line
+    assert "step 3 (at most 2)" in progress_line([start, step], max_steps=2)
+    voting = progress_line([start, step], k=5, max_steps=2)
+    assert "sample 1 / 5" in voting and "step 3" in voting and "0 samples finished" in voting

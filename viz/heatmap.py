@@ -114,7 +114,8 @@ def decode_order(events: list[Event]) -> go.Figure:
     )
     fig.update_xaxes(title="position in the answer")
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, "Decode order: the step at which each position was committed (dark = early, light = late)", 170 + 34 * len(rows))
+    return _layout(fig, "Decode order: the step at which each position was committed (dark = early, light = late)",
+                   200 + 34 * len(rows))
 
 
 def topk_figure(events: list[Event], position: int, sample: int = 0) -> go.Figure:
@@ -143,5 +144,8 @@ def topk_figure(events: list[Event], position: int, sample: int = 0) -> go.Figur
     )
     fig.update_xaxes(range=[0, 1.15], title="probability")
     fig.update_yaxes(autorange="reversed", type="category")
-    state = "masked" if _at(row.masked, position, False) else "committed"
-    return _layout(fig, f"Top-{len(pairs)} alternatives at position {position} (step {row.step}, {state}; green = shown token)", 240)
+    state = "still masked" if _at(row.masked, position, False) else "committed"
+    title = f"Top-{len(pairs)} at position {position}<br><sup>step {row.step} · {state} · green = the token shown</sup>"
+    fig = _layout(fig, title, 260)
+    fig.update_layout(margin={"t": 60})
+    return fig

@@ -117,3 +117,35 @@ def _events(trace: Trace | list[Event]) -> list[Event]:
 def _at(seq: Any, i: int, default: Any) -> Any:
     """seq[i] if seq is a list long enough, else default (hostile traces have ragged lists)."""
     return seq[i] if isinstance(seq, list) and 0 <= i < len(seq) else default
+
+
+def progress_line(events: list[Event], total_steps: int | None = None, k: int | None = None,
+                  max_steps: int | None = None) -> str:
+    """The status line of a live run (Markdown): where the decoder is, e.g.
+    "▶ running · step 14 / 80 · 14 of 80 tokens decoded" (diffusion, a fixed schedule of `total_steps`) or
+    "▶ running · sample 3 / 5 · step 12 (at most 48) · 2 samples finished" (voting: `k` samples at most).
+    `max_steps`: the upper bound shown when the number of steps is not fixed (adaptive strategies)."""
+    step = last(events, DiffusionStep)
+    s = step.step if step is not None else 0
+    bits = ["▶ **running**"]
+    if k is not None:
+        rows = [r + 1 for r in step.rows if isinstance(r, int)] if step is not None else []
+        which = "sample 1" if not rows else f"sample {rows[0]}" if len(rows) == 1 else f"samples {min(rows)}–{max(rows)}"
+        bits.append(f"{which} / {k}")
+    if total_steps:
+        bits.append(f"step {s} / {total_steps}")
+    elif max_steps:
+        bits.append(f"step {s} (at most {max_steps})")
+    else:
+        bits.append(f"step {s}")
+    if k is None:
+        rows_now = fold_rows(events)
+        total = sum(len(r.masked) for r in rows_now)
+        if total:
+            left = sum(1 for r in rows_now for m in r.masked if m)
+            bits.append(f"{total - left} of {total} tokens decoded")
+    else:
+        rnd = last(events, VotingRound)
+        finished = len(rnd.samples) if rnd is not None and isinstance(rnd.samples, list) else 0
+        bits.append(f"{finished} sample{'s' if finished != 1 else ''} finished")
+    return " · ".join(bits)

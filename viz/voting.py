@@ -105,6 +105,9 @@ def tally_html(events: list[Event], k: int | None = None) -> str:
     if rnd.stop_reason is not None:
         reason = STOP_REASONS.get(str(rnd.stop_reason), html.escape(str(rnd.stop_reason)))
         final = "none" if rnd.final_answer is None else f"#{html.escape(str(rnd.final_answer))}"
+        won = next((_at(e, 1, None) for e in rnd.tally if isinstance(e, list) and _at(e, 0, None) == rnd.final_answer), None)
+        if isinstance(won, int) and not isinstance(won, bool) and k:  # say the numbers: "2 of K=3 votes"
+            reason += f" ({won} of K={k} votes after {len(rnd.answers)} sample{'s' if len(rnd.answers) != 1 else ''})"
         parts.append(
             f'<div class="dl-final" style="margin-top:8px;padding:6px 10px;background:#e9f7ee;border-left:4px solid #1e8449">'
             f"<b>final answer {final}</b> — {html.escape(reason)}</div>"
