@@ -267,24 +267,40 @@ def _stream(run: LiveRun, views: Callable[..., tuple], plots: set[int],
     last_canvas = last_plots = 0.0
     rounds = 0
     shown_plots: dict[int, PlotData] = {}
+
+    def render(view: Trace, send_plots: bool) -> tuple:
+        rendered = views(view, with_plots=send_plots)
+        if send_plots:
+            shown_plots.update({i: _plot_payload(rendered[i]) for i in plots})
+        shown = [shown_plots[i] if i in plots else v for i, v in enumerate(rendered)]
+        return (*shown, progress(view), gr.skip(), gr.skip(), gr.skip())
+
     try:
         while not run.done.wait(0.02):
             now = time.monotonic()
-            new_round = len(trace.of_kind("round")) != rounds
-            if not trace.events or (now - last_canvas < CANVAS_EVERY and not new_round):
+            missed = _round_snapshots(trace, rounds)
+            if not trace.events or (now - last_canvas < CANVAS_EVERY and not missed):
                 continue
-            send_plots = new_round or not shown_plots or now - last_plots >= PLOTS_EVERY
-            rendered = views(trace, with_plots=send_plots)
-            if send_plots:
-                shown_plots = {i: _plot_payload(rendered[i]) for i in plots}
+            for snapshot in missed[:-1]:  # several rounds ended since the last poll: each reaches the page in turn
+                yield render(snapshot, True)
+                time.sleep(CANVAS_EVERY)
+            send_plots = bool(missed) or not shown_plots or now - last_plots >= PLOTS_EVERY
+            rounds += len(missed)
             last_canvas, last_plots = now, now if send_plots else last_plots
-            rounds = len(trace.of_kind("round"))
-            shown = [shown_plots[i] if i in plots else v for i, v in enumerate(rendered)]
-            yield (*shown, progress(trace), gr.skip(), gr.skip(), gr.skip())
+            yield render(trace, send_plots)
     finally:
         if not run.done.is_set():  # the page went away or the event was cancelled: stop the decoder too
             run.stop.set()
+    for snapshot in _round_snapshots(trace, rounds)[:-1]:  # a fast run ends between polls: replay its rounds
+        yield render(snapshot, True)
+        time.sleep(CANVAS_EVERY)
     yield _final(run, views)
+
+
+def _round_snapshots(trace: Trace, shown: int) -> list[Trace]:
+    """The trace cut just after each voting round past the first `shown` (diffusion traces have none)."""
+    ends = [i for i, e in enumerate(list(trace.events)) if e.kind == "round"]
+    return [Trace(trace.meta, trace.events[: i + 1]) for i in ends[shown:]]
 
 
 def _final(run: LiveRun, views: Callable[[Trace], tuple]) -> tuple:
