@@ -194,7 +194,7 @@ def model_status(model: str) -> str:
 # ---------------------------------------------------------------- streaming views
 
 
-def _diffusion_views(trace: Trace, step: int | None = None, position: int = 0, with_plots: bool = True) -> tuple:
+def _diffusion_views(trace: Trace, step: int | None = None, position: int = -1, with_plots: bool = True) -> tuple:
     """(canvas, entropy, decode order, top-k); with_plots=False leaves the figures out (None): the live
     stream redraws them only every PLOTS_EVERY seconds."""
     events = trace.events if step is None else state_at(trace, step)
@@ -203,7 +203,7 @@ def _diffusion_views(trace: Trace, step: int | None = None, position: int = 0, w
         render_canvas(events, expected=expected),
         entropy_heatmap(events) if with_plots else None,
         decode_order(events) if with_plots else None,
-        topk_figure(events, int(position or 0)) if with_plots else None,
+        topk_figure(events, -1 if position is None else int(position)) if with_plots else None,
     )
 
 
@@ -377,7 +377,7 @@ def stop_voting(request: gr.Request) -> tuple:
 def scrub_diffusion(trace: Trace | None, step: float, position: float) -> tuple:
     if trace is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return _diffusion_views(trace, int(step), int(position or 0))
+    return _diffusion_views(trace, int(step), -1 if position is None else int(position))
 
 
 def scrub_voting(trace: Trace | None, step: float) -> tuple:
@@ -478,7 +478,8 @@ def build() -> gr.Blocks:
                             d_heat = gr.Plot(empty_figure("run to see the uncertainty per step"), label="Entropy", scale=3, elem_id="d-heat",
                                              show_label=False)
                             with gr.Column(scale=2):
-                                d_pos = gr.Number(0, precision=0, label="Position for the top-k view", minimum=0)
+                                d_pos = gr.Number(-1, precision=0, minimum=-1,
+                                                  label="Top-k position (-1: follow the most uncertain masked one)")
                                 d_topk = gr.Plot(empty_figure("top-k alternatives at one position", 220), label="Top-k", elem_id="d-topk",
                                                  show_label=False)
                         d_order = gr.Plot(empty_figure("decode order", 160), label="Decode order", show_label=False,

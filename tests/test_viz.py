@@ -159,3 +159,18 @@ def test_progress_line_shows_the_step_counter() -> None:
     assert "step 3 (at most 2)" in progress_line([start, step], max_steps=2)
     voting = progress_line([start, step], k=5, max_steps=2)
     assert "sample 1 / 5" in voting and "step 3" in voting and "0 samples finished" in voting
+
+
+def test_topk_follows_the_most_uncertain_masked_position() -> None:
+    """Position -1 follows the run: the highest-entropy masked position, then the latest committed one."""
+    from viz.heatmap import followed_position
+    from viz.state import fold_rows
+
+    trace = diffusion_trace()
+    step1 = state_at(trace, 1)  # right-to-left order: positions 9 and 8 decided, the rest masked
+    step1[-1].entropy[0][3] = 2.5  # make position 3 the most uncertain masked one
+    row = fold_rows(step1)[0]
+    assert followed_position(row) == 3
+    assert "position 3 (followed)" in topk_figure(step1, -1).layout.title.text
+    done = fold_rows(trace.events)[0]
+    assert followed_position(done) in (0, 1)  # nothing masked: a position of the last step's commits

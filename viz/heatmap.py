@@ -118,11 +118,23 @@ def decode_order(events: list[Event]) -> go.Figure:
                    200 + 34 * len(rows))
 
 
-def topk_figure(events: list[Event], position: int, sample: int = 0) -> go.Figure:
-    """The model's top-k alternatives at one position, as of the latest step in `events`."""
+def followed_position(row) -> int:
+    """The position worth watching now: the most uncertain still-masked one, else the latest committed."""
+    masked = [p for p in range(len(row.masked)) if _at(row.masked, p, False)]
+    if masked:
+        return max(masked, key=lambda p: _finite(_at(row.entropy, p, 0.0)) or 0.0)
+    return max(row.commit_step, key=row.commit_step.get) if row.commit_step else 0
+
+
+def topk_figure(events: list[Event], position: int | None, sample: int = 0) -> go.Figure:
+    """The model's top-k alternatives at one position, as of the latest step in `events`; a position of
+    None or < 0 follows the run (`followed_position`)."""
     row = next((r for r in fold_rows(events) if r.sample == sample), None)
     if row is None:
         return empty_figure("no diffusion steps yet", 220)
+    following = position is None or position < 0
+    if following:
+        position = followed_position(row)
     alts = _at(row.topk, position, [])
     pairs = [(a[0], _finite(a[1])) for a in alts if isinstance(a, list) and len(a) >= 2] if isinstance(alts, list) else []
     pairs = [(t, p) for t, p in pairs if p is not None][:10]
@@ -145,7 +157,8 @@ def topk_figure(events: list[Event], position: int, sample: int = 0) -> go.Figur
     fig.update_xaxes(range=[0, 1.15], title="probability")
     fig.update_yaxes(autorange="reversed", type="category")
     state = "still masked" if _at(row.masked, position, False) else "committed"
-    title = f"Top-{len(pairs)} at position {position}<br><sup>step {row.step} · {state} · green = the token shown</sup>"
+    where = f"position {position}" + (" (followed)" if following else "")
+    title = f"Top-{len(pairs)} at {where}<br><sup>step {row.step} · {state} · green = the token shown</sup>"
     fig = _layout(fig, title, 260)
     fig.update_layout(margin={"t": 60})
     return fig
