@@ -7,7 +7,11 @@ Selection rule for a generator (the issue's targets, measured by quick_eval on h
 the checkpoint with the highest single-sample accuracy among those with single-sample accuracy in
 [0.40, 0.85], pass@8 >= 0.85 and majority@5 beating a single sample by >= 5 points on level 6; if none
 qualifies, the one in the band with the highest pass@8; else the one whose accuracy is closest to 0.65.
-The PRM ships its checkpoint with the highest step AUROC.
+The PRM ships its checkpoint with the highest step AUROC (ties: the earliest).
+
+What shipped: tiny-dllm (step 5500) and tiny-ar (step 700) came out of this script; tiny-prm was then
+retrained alone with the dense next-token loss (`--lm-weight 1.0`, now in PLAN) and its step-7000
+checkpoint chosen by the same rule (see its model card and docs/prm-build.log).
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-# name: (LR-schedule steps, wall-clock guard in minutes, checkpoint every). On one H100 the three train
-# side by side; the guard keeps the whole build inside one 10-minute job.
-PLAN = {"tiny-dllm": (8000, 6.0, 500), "tiny-ar": (1500, 3.0, 100), "tiny-prm": (6000, 6.0, 500)}
+# name: (LR-schedule steps, wall-clock guard in minutes, checkpoint every, extra arguments). On one H100
+# the three train side by side; the guard keeps the whole build inside one 10-minute job.
+PLAN = {
+    "tiny-dllm": (8000, 6.0, 500, []),
+    "tiny-ar": (1500, 3.0, 100, []),
+    "tiny-prm": (12000, 6.0, 1000, ["--lm-weight", "1.0"]),
+}
 
 
 def choose(results: list[dict]) -> dict:
@@ -44,7 +52,7 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=200)
     a = ap.parse_args()
     procs = {}
-    for name, (steps, minutes, every) in PLAN.items():
+    for name, (steps, minutes, every, extra) in PLAN.items():
         cmd = [
             sys.executable,
             "-m",
@@ -63,6 +71,7 @@ def main() -> None:
             "--max-minutes",
             str(minutes),
         ]
+        cmd[4:4] = extra  # right after the name: the recorded command keeps them (it is cut at --save-every)
         procs[name] = (subprocess.Popen(cmd), " ".join(cmd[1:]))
     for name, (p, _) in procs.items():
         p.wait()
