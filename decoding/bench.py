@@ -113,12 +113,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=OUT_PATH)
 
 
-def main(args: argparse.Namespace) -> list[dict]:
+def load_model(args: argparse.Namespace) -> tuple[object, int]:
+    """The preamble every benchmark shares: CPU threads, the model, its answer length."""
     from decoding.models import load
 
     torch.set_num_threads(args.threads)
     adapter = load(args.model)
-    gen_length = int(adapter.settings.get("gen_length", 80))
+    return adapter, int(adapter.settings.get("gen_length", 80))
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    adapter, gen_length = load_model(args)
     problems = pick_problems(args.n, args.seed)
     keep = [m.strip() for m in args.methods.split(",") if m.strip()]
     results = []

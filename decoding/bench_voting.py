@@ -16,10 +16,8 @@ import argparse
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import torch
-
 from decoding import task
-from decoding.bench import Method, pick_problems, report, run_method
+from decoding.bench import Method, load_model, pick_problems, report, run_method
 from decoding.voting import VotingParams, dvoting, majority_vote
 
 OUT_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "voting.json"
@@ -48,11 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
-    from decoding.models import load
-
-    torch.set_num_threads(args.threads)
-    adapter = load(args.model)
-    gen_length = int(adapter.settings.get("gen_length", 80))
+    adapter, gen_length = load_model(args)
     params = VotingParams(k=args.k, tau=args.tau, temperature=args.temperature, gen_length=gen_length,
                           block_length=16 if gen_length % 16 == 0 else gen_length)
     problems = pick_problems(args.n, level=args.level)

@@ -2,7 +2,7 @@
 
     python -m decoding.zoo.train tiny-dllm --steps 6000 --out examples/models/tiny-dllm
     python -m decoding.zoo.train tiny-ar   --steps 6000
-    python -m decoding.zoo.train tiny-prm  --steps 3000
+    python -m decoding.zoo.train tiny-prm  --steps 12000 --lm-weight 1.0
 
 Recipes:
 - tiny-dllm: ModernBertForMaskedLM with the LLaDA/MDLM objective: t ~ U(0,1) per example, each answer
@@ -11,7 +11,8 @@ Recipes:
 - tiny-ar: LlamaForCausalLM + 3 extra MTP heads (n = 4); loss = sum of the 4 heads' cross-entropies.
 - tiny-prm: LlamaForCausalLM read Math-Shepherd style: at the end of every step ("\\n") the next token
   is [GOOD] or [BAD], labelled exactly by `task.step_labels`; trained on correct chains and chains with
-  injected errors.
+  injected errors. `--lm-weight` adds a next-token loss over the correct chains (never at a tag): the
+  shipped PRM uses 1.0, without it the PRM plateaued at step AUROC 0.87.
 Training never sees a held-out question. `--save-every` writes checkpoints (for choosing the one whose
 accuracy leaves room for test-time methods); the final model goes to `--out`.
 """
