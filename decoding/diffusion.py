@@ -1,10 +1,11 @@
-"""The masked-diffusion engine: one `DiffusionStep` event per denoising forward pass.
+"""The masked-diffusion engine: LLaDA's sampler as one loop, recording each pass as token deltas.
 
-    for event in denoise(adapter, prompt, DiffusionParams(strategy="low_confidence"), seed=0): ...
+    for event in denoise(adapter, prompt, DiffusionParams(strategy="low_confidence"), seed=0, task=task): ...
 
-The loop (`denoise`) follows LLaDA's generate.py: predict every masked position with one forward pass,
-choose a token per position (Gumbel-max at `temperature`), let the strategy pick which masked positions to
-commit, repeat until no masks are left. Strategies are small named functions in `STRATEGIES`:
+`denoise` follows LLaDA's generate.py: predict every masked position with one forward pass (`step`: a pure
+tensor function), choose a token per position (Gumbel-max at `temperature`, never [MASK]), let the strategy
+pick which masked positions to commit, repeat until no masks are left. All of it runs on the model's device;
+the recorder (decoding/record.py) moves only [rows, positions, k] tensors to the host. Strategies:
 
 - scheduled (a fixed number of commits per step; LLaDA's linear schedule per semi-autoregressive block):
   `low_confidence` and `random` (LLaDA remasking), `maskgit_plus`, `topk_margin`, `entropy` (Dream's algs;
@@ -12,42 +13,49 @@ commit, repeat until no masks are left. Strategies are small named functions in 
 - adaptive (as many commits as the model is sure of): `threshold` (Fast-dLLM: every masked token of the
   current block with confidence >= threshold, at least the top-1) and `entropy_threshold` (dVoting).
 
-Randomness: each row has its own torch.Generator seeded `seed + rows[i]`, so a sample decodes the same
-whether it runs alone or batched with others (dVoting seeds its samples 42, 43, ...).
+As LLaDA: the confidence is the softmax over the whole vocabulary, [MASK] included (only the token choice
+leaves [MASK] out), and the commit choice is torch.topk over the whole prompt + answer row, so exact ties
+break as LLaDA's do. Randomness: each row has its own generator on the model's device, seeded
+`seed + row`, so a sample decodes the same whether it runs alone or batched with others.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import model_validator
 
-from decoding import task
-from decoding.trace import DecodeDone, DiffusionStep, Event, RunEnd, RunStart
+from decoding.params import Params, ui
+from decoding.record import Recorder
+from decoding.trace import Node, RunEnd, RunStart, Tokens
 
 MASK_TEXT = "[MASK]"
-ROUND = 4  # decimals kept in events: small JSON, same bytes for the same run
+Strategy = Literal["low_confidence", "random", "maskgit_plus", "topk_margin", "entropy", "threshold",
+                   "entropy_threshold"]
+SCHEDULED = {"low_confidence", "random", "maskgit_plus", "topk_margin", "entropy"}
 
 
 # ---------------------------------------------------------------- parameters
 
 
-@dataclass
-class DiffusionParams:
-    gen_length: int = 80
-    steps: int = 40  # forward passes for the scheduled strategies (an upper bound is gen_length)
-    block_length: int = 16  # semi-autoregressive block; block_length == gen_length: one block
-    strategy: str = "low_confidence"
-    temperature: float = 0.0  # Gumbel-max sampling; 0 = argmax
-    threshold: float = 0.9  # `threshold` strategy (Fast-dLLM)
-    entropy_threshold: float = 0.3  # `entropy_threshold` strategy (dVoting), nats
-    alg_temp: float = 0.0  # > 0: sample positions from softmax(score / alg_temp) (Dream)
-    cfg_scale: float = 0.0  # classifier-free guidance; 0 = off
-    top_k: int = 3  # alternatives recorded per position in the events
-    batch: int = 1
+class DiffusionParams(Params):
+    strategy: Strategy = ui("low_confidence", "Strategy (which masks to commit)")
+    steps: int = ui(40, "Steps (forward passes, fixed schedules)", 1, 512, 1)
+    gen_length: int = ui(80, "Answer length (tokens)", 8, 512, 8)
+    block_length: int = ui(16, "Block length (semi-autoregressive)", 1, 512, 1)
+    temperature: float = ui(0.0, "Temperature (0 = greedy)", 0, 2, 0.05, advanced=True)
+    threshold: float = ui(0.9, "Confidence threshold (Fast-dLLM strategy)", 0.01, 1, 0.01, advanced=True)
+    entropy_threshold: float = ui(0.3, "Entropy threshold τ (entropy_threshold strategy), nats", 0.01, 3, 0.01,
+                                  advanced=True)
+    alg_temp: float = ui(0.0, "Position temperature (Dream's alg_temp; 0 = top scores)", 0, 2, 0.05, advanced=True)
+    cfg_scale: float = ui(0.0, "Classifier-free guidance (0 = off)", 0, 3, 0.1, advanced=True)
+    top_k: int = ui(3, "Alternatives recorded per position", 1, 20, 1, advanced=True)
+    batch: int = ui(1, "Batch (samples side by side)", 1, 8, 1, advanced=True)
 
     @property
     def n_blocks(self) -> int:
@@ -57,10 +65,8 @@ class DiffusionParams:
     def scheduled(self) -> bool:
         return self.strategy in SCHEDULED
 
-    def validate(self, adapter=None, prompt: str | None = None) -> None:
-        """Raise ValueError with a readable message; the adapter and prompt checks run when given."""
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {sorted(STRATEGIES)}")
+    @model_validator(mode="after")
+    def _check(self) -> DiffusionParams:
         if self.gen_length < 1:
             raise ValueError(f"gen_length must be at least 1, got {self.gen_length}")
         if not 1 <= self.block_length <= self.gen_length:
@@ -80,18 +86,20 @@ class DiffusionParams:
             raise ValueError(f"entropy_threshold must be positive, got {self.entropy_threshold}")
         if not 1 <= self.top_k <= 20:
             raise ValueError(f"top_k must be in [1, 20], got {self.top_k}")
-        if self.batch < 1:
-            raise ValueError(f"batch must be at least 1, got {self.batch}")
-        if adapter is not None and adapter.kind == "masked_diffusion" and adapter.mask_id is None:
+        if not 1 <= self.batch <= 64:
+            raise ValueError(f"batch must be in [1, 64], got {self.batch}")
+        return self
+
+    def check(self, adapter, prompt: str) -> None:
+        """What only the model and prompt can tell: a [MASK] token, the context length."""
+        if not prompt.strip():
+            raise ValueError("the prompt is empty")
+        if adapter.kind == "masked_diffusion" and adapter.mask_id is None:
             raise ValueError(f"model {adapter.spec!r} has no [MASK] token: it cannot run masked diffusion")
-        if prompt is not None:
-            if not prompt.strip():
-                raise ValueError("the prompt is empty")
-            if adapter is not None:
-                n = len(adapter.encode_prompt(prompt))
-                if n + self.gen_length > adapter.max_length:
-                    raise ValueError(f"prompt ({n} tokens) + gen_length ({self.gen_length}) exceeds the model's "
-                                     f"context of {adapter.max_length} tokens")
+        n = len(adapter.encode_prompt(prompt))
+        if n + self.gen_length > adapter.max_length:
+            raise ValueError(f"prompt ({n} tokens) + gen_length ({self.gen_length}) exceeds the model's "
+                             f"context of {adapter.max_length} tokens")
 
 
 # ---------------------------------------------------------------- strategies
@@ -99,34 +107,37 @@ class DiffusionParams:
 
 @dataclass
 class StepState:
-    """What a strategy sees at one step. Tensors are [rows in this pass, gen_length]."""
+    """What a strategy sees at one step. Tensors are [rows in this pass, gen_length], on the model's device."""
 
     logits: torch.Tensor  # [A, L, V], [MASK] at -inf
-    probs: torch.Tensor  # [A, L, V] softmax(logits)
+    probs: torch.Tensor  # [A, L, V] softmax over the full vocabulary ([MASK] included, as LLaDA)
     x0: torch.Tensor  # chosen token per position
     confidence: torch.Tensor  # probs of x0
     entropy: torch.Tensor  # nats
     masked: torch.Tensor  # bool, before this step's commits
     in_block: torch.Tensor  # bool, the current block (scheduled: the schedule's; adaptive: leftmost unfinished)
-    k: torch.Tensor | None  # [A] commits per row (scheduled strategies)
+    k: list[int] | None  # commits per row (scheduled strategies)
     params: DiffusionParams
     gens: list[torch.Generator]
     block_length: int
+    prompt_length: int = 0  # LLaDA ranks over the prompt + answer row: ties break the same way
+    commit: torch.Tensor | None = None  # set by `step`: the positions the strategy commits
 
 
 def _pick(score: torch.Tensor, s: StepState) -> torch.Tensor:
-    """Commit s.k[i] eligible positions per row: the highest scores, or (alg_temp > 0) sampled from
-    softmax(score / alg_temp) as Dream does. Ineligible positions get -inf (LLaDA: beyond the block)."""
+    """Commit s.k[i] eligible positions per row: the highest scores (torch.topk over the prompt + answer row,
+    as LLaDA), or (alg_temp > 0) sampled from softmax(score / alg_temp) as Dream does."""
     score = score.masked_fill(~(s.masked & s.in_block), -torch.inf)
+    row = torch.cat([score.new_full((len(score), s.prompt_length), -torch.inf), score], 1)
     commit = torch.zeros_like(s.masked)
-    for i, k in enumerate(s.k.tolist()):
+    for i, k in enumerate(s.k):
         if k == 0:
             continue
         if s.params.alg_temp > 0:
             weights = torch.softmax(score[i].double() / s.params.alg_temp, -1)
             idx = torch.multinomial(weights, k, generator=s.gens[i])
         else:
-            idx = torch.topk(score[i], k).indices
+            idx = torch.topk(row[i], k).indices - s.prompt_length
         commit[i, idx] = True
     return commit
 
@@ -134,7 +145,7 @@ def _pick(score: torch.Tensor, s: StepState) -> torch.Tensor:
 def _scaled_probs(s: StepState) -> torch.Tensor:
     """Dream scores the temperature-scaled distribution it samples from."""
     t = s.params.temperature
-    return torch.softmax(s.logits / t, -1) if t > 0 else s.probs
+    return torch.softmax(s.logits / t, -1) if t > 0 else torch.softmax(s.logits, -1)
 
 
 def low_confidence(s: StepState) -> torch.Tensor:
@@ -142,7 +153,7 @@ def low_confidence(s: StepState) -> torch.Tensor:
 
 
 def random_remask(s: StepState) -> torch.Tensor:
-    score = torch.stack([torch.rand(s.masked.shape[1], generator=g) for g in s.gens])
+    score = torch.stack([torch.rand(s.masked.shape[1], generator=g, device=g.device) for g in s.gens])
     return _pick(score, s)
 
 
@@ -165,29 +176,30 @@ def threshold(s: StepState) -> torch.Tensor:
     eligible = s.masked & s.in_block
     conf = s.confidence.masked_fill(~eligible, -torch.inf)
     commit = eligible & (conf >= s.params.threshold)
-    commit[torch.arange(len(conf)), conf.argmax(-1)] = True
+    commit[torch.arange(len(conf), device=conf.device), conf.argmax(-1)] = True
     return commit & eligible
 
 
 def entropy_threshold(s: StepState) -> torch.Tensor:
-    """dVoting: in the leftmost unfinished block, every masked token with entropy < entropy_threshold, else the
-    single lowest-entropy one. When that fills the block, the same pass goes on into the next block, committing
-    only the tokens under the threshold there (the at-least-one rule already held in this pass)."""
+    """dVoting, as its reference: in the leftmost unfinished block, every masked token with entropy <
+    entropy_threshold, else (once per pass) the single lowest-entropy one. A block that fills lets the same pass
+    go on into the next block; the at-least-one fallback stays armed there until it has fired once."""
     commit = torch.zeros_like(s.masked)
     n = s.block_length
-    for i in range(len(s.masked)):
-        first = True
-        for lo in range(0, s.masked.shape[1], n):
-            cand = s.masked[i, lo : lo + n]
-            if not cand.any():
+    masked, below = s.masked.tolist(), (s.entropy < s.params.entropy_threshold).tolist()
+    for i in range(len(masked)):
+        armed = True
+        for lo in range(0, len(masked[i]), n):
+            cand = masked[i][lo:lo + n]
+            if not any(cand):
                 continue  # finished block
-            ent = s.entropy[i, lo : lo + n]
-            pick = cand & (ent < s.params.entropy_threshold)
-            if first and not pick.any():
-                pick[ent.masked_fill(~cand, torch.inf).argmin()] = True
-            first = False
-            commit[i, lo : lo + n] = pick
-            if (cand & ~pick).any():
+            pick = [c and b for c, b in zip(cand, below[i][lo:lo + n])]
+            if not any(pick) and armed:
+                ent = s.entropy[i, lo:lo + n].masked_fill(~s.masked[i, lo:lo + n], torch.inf)
+                pick[int(ent.argmin())] = True
+                armed = False
+            commit[i, lo:lo + n] = torch.tensor(pick, device=commit.device)
+            if any(c and not p for c, p in zip(cand, pick)):
                 break  # block not full: the pass ends here
     return commit
 
@@ -201,10 +213,9 @@ STRATEGIES: dict[str, Callable[[StepState], torch.Tensor]] = {
     "threshold": threshold,
     "entropy_threshold": entropy_threshold,
 }
-SCHEDULED = {"low_confidence", "random", "maskgit_plus", "topk_margin", "entropy"}
 
 
-# ---------------------------------------------------------------- model helpers
+# ---------------------------------------------------------------- tensor helpers
 
 
 def gumbel_argmax(logits: torch.Tensor, temperature: float, gens: list[torch.Generator]) -> torch.Tensor:
@@ -212,22 +223,30 @@ def gumbel_argmax(logits: torch.Tensor, temperature: float, gens: list[torch.Gen
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits.double()
-    noise = torch.stack([torch.rand(logits.shape[1:], dtype=torch.float64, generator=g) for g in gens])
+    noise = torch.stack([torch.rand(logits.shape[1:], dtype=torch.float64, generator=g, device=g.device)
+                         for g in gens])
     return (logits.exp() / (-torch.log(noise)) ** temperature).argmax(-1)
 
 
-def model_logits(adapter, prompt_ids: list[int], canvas: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-    """Logits [A, L, V] of the generated region (float32, Dream shift applied by the adapter); CFG optional."""
-    prompt = torch.tensor(prompt_ids).expand(len(canvas), -1)
-    x = torch.cat([prompt, canvas], 1).to(adapter.device)
+def entropy_of(logits: torch.Tensor, probs: torch.Tensor, exact: bool = False) -> torch.Tensor:
+    """Entropy (nats) of softmax(logits). `exact`: as dVoting's reference computes it (float64,
+    -sum p log(p + 1e-12)), for the strategy that thresholds it; else one fused pass: logsumexp - E[logits]."""
+    if exact:
+        p = torch.softmax(logits.double(), -1)
+        return -(p * torch.log(p + 1e-12)).sum(-1).float()
+    return torch.logsumexp(logits, -1) - (probs * logits).sum(-1)
+
+
+def model_logits(adapter, x: torch.Tensor, prompt_length: int, mask_id: int, cfg_scale: float) -> torch.Tensor:
+    """Logits [A, L, V] of the answer region (float32, Dream shift applied by the adapter); CFG optional."""
     if cfg_scale > 0:
         un = x.clone()
-        un[:, : len(prompt_ids)] = adapter.mask_id  # LLaDA: the unconditional copy has its prompt masked
-        cond, uncond = adapter.logits(torch.cat([x, un])).float().chunk(2)
+        un[:, :prompt_length] = mask_id  # LLaDA: the unconditional copy has its prompt masked
+        cond, uncond = adapter.logits(torch.cat([x, un])).chunk(2)
         logits = uncond + (cfg_scale + 1) * (cond - uncond)
     else:
-        logits = adapter.logits(x).float()
-    return logits[:, len(prompt_ids) :].cpu()
+        logits = adapter.logits(x)
+    return logits[:, prompt_length:]
 
 
 def schedule_count(masked_in_block: torch.Tensor, steps_left: int) -> torch.Tensor:
@@ -236,15 +255,45 @@ def schedule_count(masked_in_block: torch.Tensor, steps_left: int) -> torch.Tens
     return (masked_in_block.sum(-1) + steps_left - 1) // steps_left
 
 
-def first_block(masked: torch.Tensor, block_length: int) -> torch.Tensor:
-    """[A]: index of the leftmost block that still has masks, per row (0 for a finished row)."""
-    return masked.view(len(masked), -1, block_length).any(-1).int().argmax(-1)
+def leftmost_block(masked: torch.Tensor, block_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """([A] index of the leftmost block with masks per row, [A, L] bool: that block's positions)."""
+    first = masked.view(len(masked), -1, block_length).any(-1).int().argmax(-1)
+    block_of = torch.arange(masked.shape[1], device=masked.device) // block_length
+    return first, block_of[None, :] == first[:, None]
 
 
-def leftmost_block(masked: torch.Tensor, block_length: int) -> torch.Tensor:
-    """[A, L] bool: the positions of the leftmost block that still has masks, per row."""
-    block_of = torch.arange(masked.shape[1]) // block_length
-    return block_of[None, :] == first_block(masked, block_length)[:, None]
+def step(adapter, x: torch.Tensor, prompt_length: int, mask_id: int, in_block: torch.Tensor, k: list[int] | None,
+         params: DiffusionParams, gens: list[torch.Generator]) -> StepState:
+    """One denoising pass over rows x = [prompt | answer]: predict, choose tokens, pick the commits.
+    Returns the StepState with `commit` set: x[:, prompt_length:] takes x0 where commit is True."""
+    answer = x[:, prompt_length:]
+    masked = answer == mask_id
+    logits = model_logits(adapter, x, prompt_length, mask_id, params.cfg_scale)
+    probs = torch.softmax(logits, -1)  # the full vocabulary, [MASK] included (LLaDA's confidence)
+    entropy = entropy_of(logits, probs, exact=params.strategy == "entropy_threshold")
+    logits[..., mask_id] = -torch.inf  # [MASK] is never the chosen token
+    x0 = torch.where(masked, gumbel_argmax(logits, params.temperature, gens), answer)
+    confidence = probs.gather(-1, x0[..., None])[..., 0]
+    s = StepState(logits=logits, probs=probs, x0=x0, confidence=confidence, entropy=entropy, masked=masked,
+                  in_block=in_block, k=k, params=params, gens=gens, block_length=params.block_length,
+                  prompt_length=prompt_length)
+    s.commit = STRATEGIES[params.strategy](s) & masked
+    return s
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class Decoded:
+    """What `denoise` returns (generator return value) besides its events."""
+
+    canvas: list[list[int]]  # final answer ids per row (mask_id where a stopped run left masks)
+    texts: list[str]
+    answers: list[str | None]
+    row_nfe: list[int]  # forward passes each row paid for (a finished row stops counting)
+    steps: int  # the last step number used
+    stopped: bool
 
 
 def _text(adapter, ids: list[int]) -> str:
@@ -253,144 +302,119 @@ def _text(adapter, ids: list[int]) -> str:
         if t in adapter.eos_ids:
             ids = ids[:i]
             break
-    return adapter.decode(ids)
+    return adapter.decode([t for t in ids if t != adapter.mask_id])
 
 
-class _TokenTexts:
-    """adapter.token_text with a memo: the same few ids are shown thousands of times per run."""
-
-    def __init__(self, adapter):
-        self.adapter, self.memo = adapter, {}
-
-    def __call__(self, ids: list[int]) -> list[str]:
-        new = [i for i in set(ids) if i not in self.memo]
-        if new:
-            self.memo.update(zip(new, self.adapter.token_text(new)))
-        return [self.memo[i] for i in ids]
-
-
-def _r(x: float) -> float:
-    return round(float(x), ROUND)
-
-
-# ---------------------------------------------------------------- the loop
-
-
-def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0,
+def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, task=None,
             init_canvas: list[list[int]] | None = None, should_stop: Callable[[], bool] | None = None,
-            rows: list[int] | None = None, run_events: bool = True) -> Iterator[Event]:
-    """Decode `prompt`: RunStart, one DiffusionStep per forward pass, DecodeDone, RunEnd (the run events are
-    left out when run_events=False). `init_canvas[row][pos]`: mask_id where the row must be decoded, other
-    tokens are kept as they are. `rows` labels the batch rows (sample indices, also their seed offsets)."""
+            rows: list[int] | None = None, run_events: bool = True,
+            first_step: int = 0) -> Generator[object, None, Decoded]:
+    """Decode `prompt`: RunStart, per pass a `propose` and a `commit` delta per row, a finished Node per row,
+    RunEnd (run events left out when run_events=False). `init_canvas[row][pos]`: mask_id where the row must be
+    decoded; other tokens are kept (a `keep` delta). `rows` labels the batch rows (sample ids, also their seed
+    offsets); steps are numbered from first_step + 1. `task.extract_answer` reads each row's answer."""
     if adapter.kind == "native_diffusion":
         from decoding.native_diffusion import denoise_native
 
-        yield from denoise_native(adapter, prompt, params, seed, init_canvas, should_stop, rows, run_events)
-        return
-    params.validate(adapter, prompt)
+        return (yield from denoise_native(adapter, prompt, params, seed, task=task, init_canvas=init_canvas,
+                                          should_stop=should_stop, rows=rows, run_events=run_events,
+                                          first_step=first_step))
+    params.check(adapter, prompt)
     n_rows = len(rows) if rows is not None else len(init_canvas) if init_canvas is not None else params.batch
     rows = list(rows) if rows is not None else list(range(n_rows))
+    L, mask_id, dev = params.gen_length, adapter.mask_id, adapter.device
     if init_canvas is None:
-        init_canvas = [[adapter.mask_id] * params.gen_length for _ in rows]
-    if len(init_canvas) != n_rows or any(len(r) != params.gen_length for r in init_canvas):
-        raise ValueError(f"init_canvas must be {n_rows} rows of gen_length={params.gen_length} token ids")
+        init_canvas = [[mask_id] * L for _ in rows]
+    if len(init_canvas) != n_rows or any(len(r) != L for r in init_canvas):
+        raise ValueError(f"init_canvas must be {n_rows} rows of gen_length={L} token ids")
 
     t0 = time.perf_counter()
-    L, mask_id, strategy = params.gen_length, adapter.mask_id, STRATEGIES[params.strategy]
     prompt_ids = adapter.encode_prompt(prompt)
-    text_of = _TokenTexts(adapter)
-    canvas = torch.tensor(init_canvas, dtype=torch.long)
-    gens = [torch.Generator().manual_seed(seed + r) for r in rows]
-    spb = params.steps // params.n_blocks  # steps per block (scheduled strategies)
-    # Per-position view state: committed positions keep what they had at commit time.
-    guess = canvas.clone()
-    conf = [[0.0] * L for _ in rows]
-    ent = [[0.0] * L for _ in rows]
-    topk: list[list[list]] = [[[] for _ in range(L)] for _ in rows]
-    seen = torch.zeros(n_rows, L, dtype=torch.bool)  # positions with a recorded prediction
-    row_nfe = [0] * n_rows
-    nfe = step = t = 0
-    stopped = False
+    P = len(prompt_ids)
+    x = torch.tensor([prompt_ids + list(c) for c in init_canvas], dtype=torch.long, device=dev)
+    gens = [torch.Generator(device=dev).manual_seed(seed + r) for r in rows]
+    rec = Recorder(adapter.token_text, params.top_k)
     if run_events:
-        yield RunStart(method="diffusion", prompt=prompt, prompt_tokens=adapter.token_text(prompt_ids),
-                       gen_length=L, batch=n_rows, mask_token=MASK_TEXT)
+        yield RunStart(method="diffusion", prompt=prompt, prompt_ids=prompt_ids, rows=n_rows, length=L,
+                       mask_id=mask_id)
+        yield from rec.name(prompt_ids)
+    kept = [[(p, t) for p, t in enumerate(c) if t != mask_id] for c in init_canvas]
+    if any(kept):
+        yield from rec.name(t for row in kept for _, t in row)
+        for seq, row in zip(rows, kept):
+            if row:
+                yield Tokens(seq=seq, step=first_step, action="keep", pos=[p for p, _ in row], ids=[t for _, t in row])
 
-    while True:
-        masked = canvas == mask_id
-        if not masked.any():
-            break
-        # 1. Which rows work this pass, and how many tokens each commits (scheduled strategies).
-        if params.scheduled:
-            if t >= params.steps:
+    spb = params.steps // params.n_blocks  # steps per block (scheduled strategies)
+    row_nfe = [0] * n_rows
+    per_pass = 2 if params.cfg_scale > 0 else 1  # CFG runs the model on a second (unconditional) copy
+    nfe, step_no, t, stopped, pending = 0, first_step, 0, False, None
+    with torch.inference_mode():
+        while True:
+            masked = x[:, P:] == mask_id
+            # 1. Which rows work this pass, and how many tokens each commits (scheduled strategies).
+            if params.scheduled:
+                if t >= params.steps:
+                    break
+                block, steps_left = t // spb, spb - t % spb
+                t += 1
+                lo, hi = block * params.block_length, (block + 1) * params.block_length
+                k_all = schedule_count(masked[:, lo:hi], steps_left).tolist()
+                work = [i for i, k in enumerate(k_all) if k > 0]
+                if not work:
+                    continue  # nothing to commit anywhere at this step (kept tokens): skip the pass
+                in_block = torch.zeros(len(work), L, dtype=torch.bool, device=dev)
+                in_block[:, lo:hi] = True
+                k = [k_all[i] for i in work]
+            else:
+                work = masked.any(-1).nonzero()[:, 0].tolist()
+                if not work:
+                    break
+                first, in_block = leftmost_block(masked[work], params.block_length)
+                block, k = int(first.min()), None  # events carry one block: the leftmost
+            # 2. One pass over the working rows: predict, choose, pick the commits (all on the device).
+            idx = torch.tensor(work, device=dev)
+            s = step(adapter, x[idx], P, mask_id, in_block, k, params, [gens[i] for i in work])
+            x[idx, P:] = torch.where(s.commit, s.x0, x[idx, P:])
+            step_no += 1
+            nfe += per_pass
+            for i in work:
+                row_nfe[i] += per_pass
+            top_p, top_ids = s.probs.topk(params.top_k, dim=-1)
+            staged = rec.stage(step_no, [rows[i] for i in work], block, s.x0, s.masked, s.commit, s.confidence,
+                               s.entropy, top_ids, top_p)
+            # 3. Events of the previous pass, built while the device runs this one.
+            if pending is not None:
+                yield from pending.events()
+            pending = staged
+            if should_stop is not None and should_stop():
+                stopped = True
                 break
-            block, steps_left = t // spb, spb - t % spb
-            t += 1
-            lo, hi = block * params.block_length, (block + 1) * params.block_length
-            k_all = schedule_count(masked[:, lo:hi], steps_left)
-            work = k_all > 0
-            if not work.any():
-                continue  # nothing to commit anywhere at this step (kept tokens): skip the pass
-            in_block = torch.zeros(n_rows, L, dtype=torch.bool)
-            in_block[:, lo:hi] = True
-        else:
-            work = masked.any(-1)
-            k_all = None
-            in_block = leftmost_block(masked, params.block_length)
-            block = int(first_block(masked, params.block_length)[work].min())  # events carry one block: the leftmost
-        idx = work.nonzero()[:, 0]
-        wgens = [gens[i] for i in idx.tolist()]
+    if pending is not None:
+        yield from pending.events()
 
-        # 2. One forward pass over the working rows; choose a token for every position.
-        with torch.inference_mode():
-            logits = model_logits(adapter, prompt_ids, canvas[idx], params.cfg_scale)
-            logits[..., mask_id] = -torch.inf
-            probs = torch.softmax(logits, -1)
-            x0 = gumbel_argmax(logits, params.temperature, wgens)
-            x0 = torch.where(masked[idx], x0, canvas[idx])
-            state = StepState(logits=logits, probs=probs, x0=x0, confidence=probs.gather(-1, x0[..., None])[..., 0],
-                              entropy=torch.special.entr(probs).sum(-1), masked=masked[idx], in_block=in_block[idx],
-                              k=None if k_all is None else k_all[idx], params=params, gens=wgens,
-                              block_length=params.block_length)
-            # 3. The strategy picks the masked positions to commit.
-            commit = strategy(state) & state.masked
-        step += 1
-        nfe += 2 if params.cfg_scale > 0 else 1  # CFG runs the model on a second (unconditional) copy
-        for i in idx.tolist():
-            row_nfe[i] += 2 if params.cfg_scale > 0 else 1
-
-        # 4. Record the prediction at still-masked (and never-seen kept) positions, then commit.
-        update = state.masked | ~seen[idx]
-        top_p, top_i = probs.topk(params.top_k, dim=-1)
-        top_text = text_of(top_i.flatten().tolist())
-        conf_l, ent_l = state.confidence.tolist(), state.entropy.tolist()
-        top_p_l = top_p.tolist()
-        for a, i in enumerate(idx.tolist()):
-            for p in update[a].nonzero()[:, 0].tolist():
-                conf[i][p], ent[i][p] = _r(conf_l[a][p]), _r(ent_l[a][p])
-                base = (a * L + p) * params.top_k
-                topk[i][p] = [[top_text[base + j], _r(top_p_l[a][p][j])] for j in range(params.top_k)]
-        seen[idx] = True
-        guess[idx] = x0
-        canvas[idx] = torch.where(commit, x0, canvas[idx])
-
-        committed = [[] for _ in rows]
-        for a, i in enumerate(idx.tolist()):
-            committed[i] = commit[a].nonzero()[:, 0].tolist()
-        yield DiffusionStep(step=step, block=block, rows=rows, tokens=[text_of(r) for r in guess.tolist()],
-                            token_ids=canvas.tolist(), masked=(canvas == mask_id).tolist(), committed=committed,
-                            confidence=[list(r) for r in conf], entropy=[list(r) for r in ent],
-                            topk=[list(r) for r in topk], nfe=nfe)
-        if should_stop is not None and should_stop():
-            stopped = True
-            break
-
-    texts = [_text(adapter, r) for r in canvas.tolist()]
-    answers = [task.extract_answer(s) for s in texts]
+    canvas = x[:, P:].tolist()
+    texts = [_text(adapter, r) for r in canvas]
+    answers = [task.extract_answer(s) if task is not None else None for s in texts]
     seconds = round(time.perf_counter() - t0, 4)
-    yield DecodeDone(rows=rows, texts=texts, answers=answers, nfe=nfe, seconds=seconds, row_nfe=row_nfe)
+    for i, seq in enumerate(rows):
+        done = mask_id not in canvas[i]
+        yield Node(id=seq, seq=seq, step=step_no, status="finished" if done else "active", text=texts[i],
+                   answer=answers[i], nfe=row_nfe[i])
     if run_events:
         votes = Counter(a for a in answers if a is not None)
         answer = answers[0] if n_rows == 1 else (votes.most_common(1)[0][0] if votes else None)
         yield RunEnd(nfe=nfe, seconds=seconds, answer=answer, stopped=stopped,
-                     summary={"texts": texts, "answers": answers, "row_nfe": row_nfe, "steps": step,
-                              "strategy": params.strategy})
+                     summary={"steps": step_no, "row_nfe": row_nfe, "strategy": params.strategy})
+    return Decoded(canvas=canvas, texts=texts, answers=answers, row_nfe=row_nfe, steps=step_no, stopped=stopped)
+
+
+INTRO = """**Watch a diffusion language model write its answer.** A masked-diffusion model (LLaDA-style) starts
+from an answer made only of `▒` masks and, at every step, predicts *all* masked positions at once, then
+commits a few of them. Which ones, and how many, is the **decoding strategy**."""
+
+
+def decode(adapter, prompt: str, params: DiffusionParams, *, task=None, seed: int = 0,
+           should_stop: Callable[[], bool] | None = None) -> Generator[object, None, Decoded]:
+    """The registry's decoder signature over `denoise`."""
+    return (yield from denoise(adapter, prompt, params, seed, task=task, should_stop=should_stop))

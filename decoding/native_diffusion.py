@@ -1,15 +1,16 @@
-"""Native transformers diffusion (`diffusion_gemma`) seen through the same `DiffusionStep` events.
+"""Native transformers diffusion (`diffusion_gemma`) seen through the same token deltas as the engine.
 
 transformers' own `generate()` runs unchanged in a worker thread; a streamer with `_takes_logits = True`
 receives each denoising draft's logits through `put_draft(logits=...)` and every finished canvas through
 `put(ids)`. What DiffusionGemma does per step (EntropyBoundSampler): sample every position, accept the
 lowest-entropy tokens while sum(entropy) - max(entropy) <= entropy_bound, renoise the rest with random tokens;
-the draft shown is the argmax canvas. In the events:
+the draft shown is the argmax canvas. In the events (step = one denoising pass):
 - block = canvas (config.canvas_length tokens, generated left to right, autoregressively);
-- masked = not accepted at this step (renoised), token_ids -1 there (the model has no [MASK] token);
-- committed = accepted now but not at the previous step; when a canvas is finalized (its `put`), every
-  position of it is committed with the final token (EOS padding included);
-- confidence / entropy / top-k come from the temperature-scheduled logits the sampler used.
+- `propose`: the argmax draft at every position of the canvas, with confidence, entropy and top-k from the
+  temperature-scheduled logits the sampler used;
+- `commit`: accepted now but not before; `remask`: accepted at an earlier draft, renoised by this one (the
+  model has no [MASK] token: a renoised position holds a random token); when a canvas is finalized (its
+  `put`), every position whose token changed is committed with the final token (EOS padding included).
 The acceptance mask is recomputed from the streamed logits by transformers' own `EntropyBoundSampler`.
 Stopping: a StoppingCriteria (checked by generate() after each canvas) plus the streamer, which raises
 between denoising steps once a stop was asked for, so a stop takes effect after the current step.
@@ -22,7 +23,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -32,9 +33,9 @@ from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
     EntropyBoundSamplerConfig,
 )
 
-from decoding import task
-from decoding.diffusion import MASK_TEXT, DiffusionParams, _r, _text
-from decoding.trace import DecodeDone, DiffusionStep, Event, RunEnd, RunStart
+from decoding.diffusion import Decoded, DiffusionParams, _text
+from decoding.record import Recorder
+from decoding.trace import Node, RunEnd, RunStart, Tokens, r
 
 DEFAULT_ENTROPY_BOUND = 0.1  # DiffusionGemmaGenerationConfig's default
 
@@ -54,28 +55,35 @@ class StopFlag(StoppingCriteria):
 
 
 class DraftStreamer(BaseStreamer):
-    """Turns DiffusionGemma's drafts into DiffusionStep events, pushed to `emit`."""
+    """Turns DiffusionGemma's drafts into token deltas, pushed to `emit` (one draft late, see the module doc)."""
 
     def __init__(self, adapter, n_rows: int, gen_length: int, canvas_length: int, entropy_bound: float,
-                 top_k: int, rows: list[int], emit: Callable[[Event], None], stop: threading.Event):
+                 top_k: int, rows: list[int], emit: Callable[[object], None], stop: threading.Event,
+                 first_step: int = 0):
         self._takes_logits = True  # generate() then calls put_draft(logits=...) instead of put_draft(value=...)
         self.adapter, self.top_k, self.rows, self.emit, self.stop = adapter, top_k, rows, emit, stop
-        self.C, self.G = canvas_length, gen_length
+        self.C, self.G, self.first_step = canvas_length, gen_length, first_step
         self.sampler = EntropyBoundSampler(EntropyBoundSamplerConfig(entropy_bound=entropy_bound), canvas_length,
                                            vocab_size=0, max_denoising_steps=1)
-        self.ids = [[-1] * gen_length for _ in range(n_rows)]
-        self.masked = [[True] * gen_length for _ in range(n_rows)]
-        self.conf = [[0.0] * gen_length for _ in range(n_rows)]
-        self.ent = [[0.0] * gen_length for _ in range(n_rows)]
-        self.topk: list[list[list]] = [[[] for _ in range(gen_length)] for _ in range(n_rows)]
-        self.tokens = [[MASK_TEXT] * gen_length for _ in range(n_rows)]
+        self.recorder = Recorder(adapter.token_text, top_k)
+        self.ids: list[list[int | None]] = [[None] * gen_length for _ in range(n_rows)]  # accepted token or None
         self.canvas = -1  # index of the canvas being denoised; -1 until the prompt arrived
         self.prev_logits: torch.Tensor | None = None
         self.finished = [False] * n_rows  # rows that produced EOS in an earlier canvas (generate stops counting them)
         self.row_nfe = [0] * n_rows
         self.nfe = 0
-        self.committed: list[list[int]] | None = None  # the pending (not yet emitted) step's commits
+        self.pending: list | None = None  # the latest draft's events, sent once the next draft (or put) comes
         self.final_ids: list[list[int]] = [[] for _ in range(n_rows)]
+
+    @property
+    def step(self) -> int:
+        return self.first_step + self.nfe
+
+    def _set(self, i: int, positions: list[int], ids: list[int], action: str) -> None:
+        if positions:
+            self.pending += self.recorder.name(ids)
+            self.pending.append(Tokens(seq=self.rows[i], step=self.step, action=action, pos=positions, ids=ids,
+                                       block=self.canvas))
 
     def put(self, value: torch.Tensor) -> None:
         if self.canvas < 0:  # the first put is the prompt
@@ -83,13 +91,13 @@ class DraftStreamer(BaseStreamer):
             return
         lo = self.canvas * self.C
         hi = min(lo + self.C, self.G)
+        if self.pending is None:
+            self.pending = []
         for i, row in enumerate(value.tolist()):
-            for p in range(lo, hi):
-                if self.masked[i][p] and self.committed is not None:
-                    self.committed[i].append(p)
-                self.masked[i][p] = False
+            changed = [p for p in range(lo, hi) if self.ids[i][p] != row[p - lo]]
+            for p in changed:
                 self.ids[i][p] = row[p - lo]
-                self.tokens[i][p] = self.adapter.token_text([row[p - lo]])[0]
+            self._set(i, changed, [row[p - lo] for p in changed], "commit")  # a finalized canvas: all committed
             self.final_ids[i] += row[: hi - lo]
             self.finished[i] = self.finished[i] or any(t in self.adapter.eos_ids for t in row)
         self._flush()
@@ -114,31 +122,31 @@ class DraftStreamer(BaseStreamer):
         self.sampler.accept_canvas(ids, ids, logits, 0)
         accepted = self.sampler.accepted_token_mask.tolist()
         top_p, top_i = probs.topk(self.top_k, dim=-1)
-        top_text = self.adapter.token_text(top_i.flatten().tolist())
-        conf_l, ent_l, ids_l, top_p_l = conf.tolist(), ent.tolist(), ids.tolist(), top_p.tolist()
         lo = self.canvas * self.C
-        self.committed = [[] for _ in self.rows]
+        width = min(self.C, self.G - lo)
+        self.pending = []
+        ids_l, conf_l, ent_l = ids.tolist(), conf.tolist(), ent.tolist()
+        top_i_l, top_p_l = top_i.tolist(), top_p.tolist()
         for i in range(len(logits)):
-            for c in range(min(self.C, self.G - lo)):
-                p = lo + c
-                if accepted[i][c] and self.masked[i][p]:
-                    self.committed[i].append(p)
-                self.masked[i][p] = not accepted[i][c]
-                self.ids[i][p] = ids_l[i][c] if accepted[i][c] else -1
-                self.tokens[i][p] = top_text[(i * self.C + c) * self.top_k]  # the argmax draft
-                self.conf[i][p], self.ent[i][p] = _r(conf_l[i][c]), _r(ent_l[i][c])
-                base = (i * self.C + c) * self.top_k
-                self.topk[i][p] = [[top_text[base + j], _r(top_p_l[i][c][j])] for j in range(self.top_k)]
+            pos = list(range(lo, lo + width))
+            self.pending += self.recorder.name(ids_l[i][:width] + [t for c in top_i_l[i][:width] for t in c])
+            self.pending.append(Tokens(seq=self.rows[i], step=self.step, action="propose", pos=pos,
+                                       ids=ids_l[i][:width], conf=[r(v) for v in conf_l[i][:width]],
+                                       entropy=[r(v) for v in ent_l[i][:width]], top_ids=top_i_l[i][:width],
+                                       top_p=[[r(v) for v in c] for c in top_p_l[i][:width]], block=self.canvas))
+            now = [p for c, p in enumerate(pos) if accepted[i][c] and self.ids[i][p] is None]
+            gone = [p for c, p in enumerate(pos) if not accepted[i][c] and self.ids[i][p] is not None]
+            for p in now:
+                self.ids[i][p] = ids_l[i][p - lo]
+            for p in gone:
+                self.ids[i][p] = None
+            self._set(i, now, [ids_l[i][p - lo] for p in now], "commit")
+            self._set(i, gone, [ids_l[i][p - lo] for p in gone], "remask")  # renoised by the sampler
 
     def _flush(self) -> None:
-        if self.committed is None:
-            return
-        self.emit(DiffusionStep(step=self.nfe, block=self.canvas, rows=self.rows,
-                                tokens=[list(r) for r in self.tokens], token_ids=[list(r) for r in self.ids],
-                                masked=[list(r) for r in self.masked], committed=self.committed,
-                                confidence=[list(r) for r in self.conf], entropy=[list(r) for r in self.ent],
-                                topk=[list(r) for r in self.topk], nfe=self.nfe))
-        self.committed = None
+        for event in self.pending or []:
+            self.emit(event)
+        self.pending = None
 
     def end(self) -> None:
         self._flush()
@@ -163,9 +171,10 @@ def validate_native(adapter, prompt: str, params: DiffusionParams, init_canvas, 
                          f"of {adapter.max_length} tokens")
 
 
-def denoise_native(adapter, prompt: str, params: DiffusionParams, seed: int = 0,
+def denoise_native(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, task=None,
                    init_canvas: list[list[int]] | None = None, should_stop: Callable[[], bool] | None = None,
-                   rows: list[int] | None = None, run_events: bool = True) -> Iterator[Event]:
+                   rows: list[int] | None = None, run_events: bool = True,
+                   first_step: int = 0) -> Generator[object, None, Decoded]:
     """`denoise` for a native diffusion model: the model's own generate(), one event per denoising step.
     params: gen_length -> max_new_tokens (rounded up to whole canvases), steps -> max_denoising_steps per
     canvas, top_k, batch; the sampler and temperature schedule are the model's (entropy bound from
@@ -181,7 +190,7 @@ def denoise_native(adapter, prompt: str, params: DiffusionParams, seed: int = 0,
     prompt_ids = adapter.encode_prompt(prompt)
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
-    streamer = DraftStreamer(adapter, len(rows), G, C, bound, params.top_k, rows, events.put, stop)
+    streamer = DraftStreamer(adapter, len(rows), G, C, bound, params.top_k, rows, events.put, stop, first_step)
 
     def work() -> None:
         try:
@@ -201,30 +210,36 @@ def denoise_native(adapter, prompt: str, params: DiffusionParams, seed: int = 0,
 
     t0 = time.perf_counter()
     if run_events:
-        yield RunStart(method="diffusion", prompt=prompt, prompt_tokens=adapter.token_text(prompt_ids),
-                       gen_length=G, batch=len(rows), mask_token=MASK_TEXT)
+        yield RunStart(method="diffusion", prompt=prompt, prompt_ids=prompt_ids, rows=len(rows), length=G)
+        yield from streamer.recorder.name(prompt_ids)
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
     stopped = False
     try:
+        current = None  # the step being yielded: Stop is polled once per step, when the next one begins
         while (event := events.get()) is not None:
             if isinstance(event, Exception):
                 raise event
+            if isinstance(event, Tokens) and event.step != current:
+                if current is not None and should_stop is not None and should_stop():
+                    stopped = True
+                    break
+                current = event.step
             yield event
-            if should_stop is not None and should_stop():
-                stopped = True
-                break
     finally:
         stop.set()  # also when the consumer closes this generator early
         thread.join()
     ids = [list(r) for r in streamer.final_ids] if not stopped else [
-        [t for t in r if t >= 0] for r in streamer.ids]
+        [t for t in r if t is not None] for r in streamer.ids]
     texts = [_text(adapter, r) for r in ids]
-    answers = [task.extract_answer(s) for s in texts]
+    answers = [task.extract_answer(s) if task is not None else None for s in texts]
     seconds = round(time.perf_counter() - t0, 4)
-    yield DecodeDone(rows=rows, texts=texts, answers=answers, nfe=streamer.nfe, seconds=seconds,
-                     row_nfe=streamer.row_nfe)
+    for i, seq in enumerate(rows):
+        yield Node(id=seq, seq=seq, step=streamer.step, status="active" if stopped else "finished", text=texts[i],
+                   answer=answers[i], nfe=streamer.row_nfe[i])
     if run_events:
         yield RunEnd(nfe=streamer.nfe, seconds=seconds, answer=answers[0], stopped=stopped,
-                     summary={"texts": texts, "answers": answers, "row_nfe": streamer.row_nfe, "strategy": "native",
-                              "entropy_bound": bound})
+                     summary={"row_nfe": streamer.row_nfe, "strategy": "native", "entropy_bound": bound})
+    canvas = [[t if t is not None else -1 for t in r] for r in streamer.ids]
+    return Decoded(canvas=canvas, texts=texts, answers=answers, row_nfe=streamer.row_nfe, steps=streamer.step,
+                   stopped=stopped)

@@ -1,9 +1,25 @@
-"""Typed decoding events and the Trace: a versioned, validated JSON record of one run.
+"""The trace: one event vocabulary for every method, validated with pydantic, saved as versioned JSON.
 
-Decoders yield these events; the app appends them to a Trace; viz draws a Trace (or one event).
-Everything here is plain Python (no torch): a saved trace replays with no model loaded.
+A run is a list of events (a pydantic discriminated union on `kind`):
 
-Token text is untrusted (it comes from a tokenizer or an uploaded file): views must escape it.
+- `start`     what was asked: method, prompt (text and ids), rows side by side, positions per row;
+- `vocab`     the display text of token ids the trace has not named yet (each id is named once);
+- `tokens`    a token delta: one sequence, one step, the positions touched, their ids, and an `action`:
+              `propose` (the model's current guess: diffusion predictions, speculative drafts),
+              `commit` (fixed in the output), `keep` (carried over without decoding, e.g. dVoting's agreed
+              tokens), `accept` / `reject` (a draft's verdict), `remask` (a committed token taken back);
+              with the model's confidence, entropy (nats) and top-k there where a view needs them;
+- `node`      a sample, beam or subtree: id, parent, sequence, text, answer, score, status;
+- `selection` a method's choice among nodes: tally or scores, the answer, the reason (set when final);
+- `end`       the summary: answer, cost (forward passes, seconds), stopped or not.
+
+`step` is the run-wide forward-pass index (1-based; one batched pass is one step; 0 = before any pass), so
+a trace scrubs by step across samples decoded one after another. A trace grows with the work done: a
+diffusion step records what that pass predicted at the positions still masked, not the whole canvas.
+Floats are rounded to the precision the views show (`PRECISION`). Plain Python + pydantic: a saved trace
+replays with no model. Every string in a trace is untrusted: views escape it.
+
+Version-1 traces (full `step` snapshots) are converted on load (`decoding.trace_v1`).
 """
 
 from __future__ import annotations
@@ -11,154 +27,191 @@ from __future__ import annotations
 import json
 import math
 import platform
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError, field_validator
 
 FORMAT = "decoding-lens-trace"
-VERSION = 1
+VERSION = 2
 MAX_TRACE_BYTES = 50 * 1024 * 1024
+PRECISION = 3  # decimals kept for probabilities and entropies (the views print 3)
+
+ACTIONS = ("propose", "commit", "keep", "accept", "reject", "remask")
+Action = Literal["propose", "commit", "keep", "accept", "reject", "remask"]
+NODE_STATUS = ("active", "kept", "pruned", "finished", "duplicate")
 
 
 class TraceError(ValueError):
-    """A trace file that cannot be loaded; the message says why, in words a user can act on."""
+    """A trace that cannot be loaded; the message says why, naming the field, in words a user can act on."""
 
 
-@dataclass
-class Event:
-    kind: ClassVar[str] = "event"
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind, **asdict(self)}
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
-@dataclass
-class RunStart(Event):
-    """First event of every run: what was asked, in the model's own tokens."""
+class RunStart(_Event):
+    """First event of every run."""
 
-    kind: ClassVar[str] = "start"
-    method: str  # "diffusion", "voting", ...
+    kind: Literal["start"] = "start"
+    method: str
     prompt: str
-    prompt_tokens: list[str]
-    gen_length: int
-    batch: int  # rows decoded side by side (samples)
-    mask_token: str = "[MASK]"
+    prompt_ids: list[int]
+    rows: int = Field(ge=0)  # sequences decoded side by side at most (samples, beams)
+    length: int = Field(ge=0)  # positions per sequence (diffusion: the answer length; autoregressive: max new)
+    mask_id: int | None = None
 
 
-@dataclass
-class DiffusionStep(Event):
-    """One denoising forward pass over `rows` canvases. Per-position lists are [row][position] over
-    the generated region only. `confidence` and `entropy` describe the model's prediction at this
-    step (for committed positions: the token they were committed with, at commit time)."""
+class Vocab(_Event):
+    """Display text of token ids, each id named once per trace, before the first event that uses it."""
 
-    kind: ClassVar[str] = "step"
-    step: int  # 1-based forward pass within this decode
-    block: int  # semi-autoregressive block being filled (0-based)
-    rows: list[int]  # which samples these rows are (voting decodes samples in groups)
-    tokens: list[list[str]]  # display text; masked positions hold the model's current guess
-    token_ids: list[list[int]]
-    masked: list[list[bool]]  # still masked after this step
-    committed: list[list[int]]  # positions committed at this step, per row
-    confidence: list[list[float]]
-    entropy: list[list[float]]  # nats
-    topk: list[list[list[list]]]  # [row][position][k] -> [token_text, prob]
-    nfe: int  # forward passes so far in this run (one batched pass counts once)
-
-
-@dataclass
-class DecodeDone(Event):
-    """End of one decode: the final text of each row and its cost."""
-
-    kind: ClassVar[str] = "done"
-    rows: list[int]
+    kind: Literal["vocab"] = "vocab"
+    ids: list[int]
     texts: list[str]
-    answers: list[int | None]
-    nfe: int
-    seconds: float
-    row_nfe: list[int] = field(default_factory=list)  # forward passes each row paid for (finished rows stop)
+
+    @field_validator("texts")
+    @classmethod
+    def _same_length(cls, texts: list[str], info) -> list[str]:
+        if len(texts) != len(info.data.get("ids", [])):
+            raise ValueError("must have one text per id")
+        return texts
 
 
-@dataclass
-class VotingRound(Event):
-    """dVoting / majority voting after a sample (or a batch of samples) finished.
+class Tokens(_Event):
+    """A token delta. Lists are parallel to `pos`; `top_ids` / `top_p` are [position][k]."""
 
-    `grid[s][p]` for every finished sample s and position p: "kept" (carried over from agreement),
-    "agree" (decoded, agrees with all samples), or "disagree"; while another sample follows, one last
-    row (len(samples) rows + 1) is its start: "kept" or "remasked" (for the next sample)."""
+    kind: Literal["tokens"] = "tokens"
+    seq: int  # sample / beam / row id
+    step: int = Field(ge=0)
+    action: Action
+    pos: list[int]
+    ids: list[int]
+    conf: list[float] | None = None  # probability of `ids` under the model
+    entropy: list[float] | None = None  # nats
+    top_ids: list[list[int]] | None = None
+    top_p: list[list[float]] | None = None
+    block: int | None = None  # semi-autoregressive block being decoded
 
-    kind: ClassVar[str] = "round"
-    round: int
-    samples: list[int]  # samples finished so far
-    texts: list[str]
-    answers: list[int | None]
-    grid: list[list[str]]
-    tally: list[list]  # [[answer, votes], ...] most common first (ties: first seen)
-    nfe_per_sample: list[int]
-    nfe_total: int
-    stop_reason: str | None = None  # set on the last round: "majority", "all_agree", "max_samples"
-    final_answer: int | None = None
-
-
-@dataclass
-class RunEnd(Event):
-    """Last event of every run: the summary (cost always counted)."""
-
-    kind: ClassVar[str] = "end"
-    nfe: int
-    seconds: float
-    answer: int | None = None
-    stopped: bool = False  # True when the user pressed Stop
-    summary: dict = field(default_factory=dict)
+    @field_validator("ids", "conf", "entropy", "top_ids", "top_p")
+    @classmethod
+    def _parallel(cls, values: list | None, info) -> list | None:
+        if values is not None and len(values) != len(info.data.get("pos", [])):
+            raise ValueError("must have one entry per position in 'pos'")
+        return values
 
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls for cls in (RunStart, DiffusionStep, DecodeDone, VotingRound, RunEnd)
-}
+class Node(_Event):
+    """A sample, beam or subtree, as of `step`."""
+
+    kind: Literal["node"] = "node"
+    id: int
+    parent: int | None = None
+    seq: int | None = None  # the token sequence (Tokens.seq) that holds its text
+    step: int = Field(0, ge=0)
+    status: Literal["active", "kept", "pruned", "finished", "duplicate"] = "finished"
+    text: str | None = None
+    answer: str | None = None
+    score: float | None = None
+    nfe: int | None = None  # forward passes this node paid for
 
 
-def event_from_json(data: Any) -> Event:
-    if not isinstance(data, dict):
-        raise TraceError(f"an event must be a JSON object, got {type(data).__name__}")
-    cls = EVENT_TYPES.get(data.get("kind"))  # type: ignore[arg-type]
-    if cls is None:
-        raise TraceError(f"unknown event kind {str(data.get('kind'))[:40]!r}")
-    names = {f.name for f in fields(cls)}
-    required = {f.name for f in fields(cls) if f.default is f.default_factory is _MISSING}
-    missing = required - data.keys()
-    if missing:
-        raise TraceError(f"{cls.kind} event is missing {sorted(missing)}")
-    kwargs = {k: v for k, v in data.items() if k in names}
-    for f in fields(cls):
-        if f.name in kwargs:
-            _check_type(cls.kind, f.name, f.type, kwargs[f.name])
-    return cls(**kwargs)
+class Selection(_Event):
+    """A method's choice among nodes after a round. `agreement` (voting): one string per finished sample,
+    one letter per position: k = kept (not re-decoded), a = agrees, d = disagrees; a last extra row, while
+    another sample follows, is where it starts: k = kept, r = remasked."""
+
+    kind: Literal["selection"] = "selection"
+    round: int = Field(ge=0)
+    nodes: list[int]  # the candidates, in order
+    answers: list[str | None]  # each candidate's answer
+    tally: list[tuple[str, int]] = []  # (answer, votes), most common first
+    scores: list[float] | None = None
+    answer: str | None = None  # the choice so far
+    reason: str | None = None  # set on the final round: why the method stopped
+    nfe: int = Field(0, ge=0)  # forward passes so far
+    agreement: list[str] | None = None
+
+    @field_validator("agreement")
+    @classmethod
+    def _letters(cls, rows: list[str] | None) -> list[str] | None:
+        if rows is not None and any(set(r) - set("kadr") for r in rows):
+            raise ValueError("agreement rows may only hold the letters k, a, d, r")
+        return rows
 
 
-_MISSING = fields(RunStart)[0].default  # dataclasses.MISSING without importing the private name
+class RunEnd(_Event):
+    """Last event of every run: the answer and the cost (always counted)."""
+
+    kind: Literal["end"] = "end"
+    nfe: int = Field(ge=0)  # forward passes (a batched pass counts once; CFG counts two)
+    seconds: float = Field(ge=0)
+    answer: str | None = None
+    stopped: bool = False  # the user pressed Stop
+    summary: dict[str, JsonValue] = {}
+
+    @field_validator("summary")
+    @classmethod
+    def _finite(cls, summary: dict) -> dict:
+        _check_finite(summary, "summary")
+        return summary
 
 
-def _check_type(kind: str, name: str, annotation: str, value: Any) -> None:
-    """Shallow type check from the annotation string: enough to reject hostile or corrupt files."""
-    base = annotation.split("[")[0].split("|")[0].strip()
-    ok = {
-        "str": lambda v: isinstance(v, str),
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-        "bool": lambda v: isinstance(v, bool),
-        "list": lambda v: isinstance(v, list),
-        "dict": lambda v: isinstance(v, dict),
-    }.get(base, lambda v: True)
-    if value is None and "None" in annotation:
-        return
-    if not ok(value):
-        raise TraceError(f"{kind} event field {name!r} should be {annotation}, got {type(value).__name__}")
+Event = Annotated[RunStart | Vocab | Tokens | Node | Selection | RunEnd, Field(discriminator="kind")]
+EVENT_TYPES = (RunStart, Vocab, Tokens, Node, Selection, RunEnd)
+
+
+class Meta(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: str
+    method: str
+    params: dict[str, JsonValue] = {}
+    seed: int = 0
+    task: str | None = None  # the task that formatted the prompt and judges the answer
+    expected: str | None = None  # the expected answer, when the task knows it
+    versions: dict[str, str] = {}
+
+    @field_validator("params")
+    @classmethod
+    def _finite(cls, params: dict) -> dict:
+        _check_finite(params, "params")
+        return params
+
+
+class _TraceFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["decoding-lens-trace"]
+    version: Literal[2]
+    meta: Meta
+    events: list[Event]
+
+
+_FILE = TypeAdapter(_TraceFile)
+_EVENT = TypeAdapter(Event)
+
+
+def _check_finite(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} holds a non-finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{where}[{i}]")
+
+
+def r(x: float) -> float:
+    """A float at the trace's precision."""
+    return round(float(x), PRECISION)
 
 
 def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "gradio", "plotly"):
+    for pkg in ("torch", "transformers", "gradio", "plotly", "pydantic"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -166,26 +219,52 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-@dataclass
-class Trace:
-    """meta: model id, method, every parameter, seed, library versions. events: in order."""
+def _message(error: ValidationError) -> str:
+    """The first validation error as one readable line naming the field, e.g.
+    "events[3] (tokens): field 'conf[1]': Input should be a finite number"."""
+    err = error.errors()[0]
+    loc = list(err["loc"])
+    where = ""
+    if len(loc) >= 2 and loc[0] == "events" and isinstance(loc[1], int):
+        where = f"events[{loc[1]}]"
+        loc = loc[2:]
+        if loc and isinstance(loc[0], str) and loc[0] in {"start", "vocab", "tokens", "node", "selection", "end"}:
+            where += f" ({loc[0]})"
+            loc = loc[1:]
+        where += ": "
+    field = ""
+    for part in loc:
+        field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+    msg = str(err["msg"])
+    if err["type"] == "union_tag_invalid":
+        tag = str((err.get("ctx") or {}).get("tag", "?"))[:40]
+        msg = f"unknown event kind {tag!r} (expected one of start, vocab, tokens, node, selection, end)"
+        field = "kind"
+    elif err["type"] == "union_tag_not_found":
+        field, msg = "kind", "missing: every event needs a 'kind'"
+    return f"{where}field {field!r}: {msg}" if field else f"{where}{msg}"
 
-    meta: dict
-    events: list[Event] = field(default_factory=list)
+
+class Trace:
+    """meta (model, method, params, seed, task, library versions) and the events, in order."""
+
+    def __init__(self, meta: Meta | dict, events: list | None = None):
+        self.meta = meta if isinstance(meta, Meta) else Meta(**meta)
+        self.events: list = list(events or [])
 
     @classmethod
-    def new(cls, model: str, method: str, params: dict, seed: int) -> Trace:
-        return cls({"model": model, "method": method, "params": params, "seed": seed, "versions": library_versions()})
+    def new(cls, model: str, method: str, params: dict, seed: int, task: str | None = None,
+            expected: str | None = None) -> Trace:
+        return cls(Meta(model=model, method=method, params=params, seed=seed, task=task, expected=expected,
+                        versions=library_versions()))
 
-    def add(self, event: Event) -> Event:
+    def add(self, event):
         self.events.append(event)
         return event
 
-    def of_kind(self, kind: str) -> list[Event]:
-        return [e for e in self.events if e.kind == kind]
-
     def to_json(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "meta": self.meta, "events": [e.to_json() for e in self.events]}
+        return {"format": FORMAT, "version": VERSION, "meta": self.meta.model_dump(),
+                "events": [e.model_dump(exclude_defaults=True) | {"kind": e.kind} for e in self.events]}
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), separators=(",", ":"))
@@ -199,12 +278,18 @@ class Trace:
     def from_json(cls, data: Any) -> Trace:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise TraceError("not a Decoding Lens trace (the 'format' field is missing or wrong)")
-        if data.get("version") != VERSION:
-            raise TraceError(f"trace version {str(data.get('version'))[:20]!r} is not supported (this app reads {VERSION})")
-        meta, events = data.get("meta"), data.get("events")
-        if not isinstance(meta, dict) or not isinstance(events, list):
-            raise TraceError("a trace needs a 'meta' object and an 'events' list")
-        return cls(meta, [event_from_json(e) for e in events])
+        if data.get("version") == 1:
+            from decoding.trace_v1 import convert
+
+            data = convert(data)
+        elif data.get("version") != VERSION:
+            raise TraceError(f"trace version {str(data.get('version'))[:20]!r} is not supported (this app reads 1 "
+                             f"and {VERSION})")
+        try:
+            parsed = _FILE.validate_python(data)
+        except ValidationError as e:
+            raise TraceError(_message(e)) from None
+        return cls(parsed.meta, parsed.events)
 
     @classmethod
     def loads(cls, text: str | bytes) -> Trace:
@@ -214,13 +299,28 @@ class Trace:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TraceError(f"the file is not valid JSON ({e.__class__.__name__} at position {getattr(e, 'pos', '?')})") from None
+        except RecursionError:
+            raise TraceError("the file nests too deeply to be a trace") from None
         return cls.from_json(data)
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:
         path = Path(path)
         if not path.is_file():
-            raise TraceError(f"no trace file at {path}")
+            raise TraceError("no trace file there")
         if path.stat().st_size > MAX_TRACE_BYTES:
             raise TraceError(f"trace is larger than {MAX_TRACE_BYTES // 2**20} MB")
         return cls.loads(path.read_bytes())
+
+
+def event_from_json(data: Any):
+    """One event from its JSON object (TraceError naming the field when it is invalid)."""
+    try:
+        return _EVENT.validate_python(data)
+    except ValidationError as e:
+        raise TraceError(_message(e)) from None
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a version-2 trace file (published as docs/trace.schema.json)."""
+    return _FILE.json_schema()

@@ -13,7 +13,7 @@ dVoting, as the reference runs it (`dvoting(..., VotingParams(batched=False))`):
 - before each new sample, once two exist: stop when the top answer has more than ⌊K/2⌋ votes
   ("majority"), or every valid answer is the same one with at least ⌊K/2⌋ votes ("all_agree");
 - the answer is the majority vote; the cost is the forward passes summed over samples.
-Reference details kept: samples seeded `seed_base` + i (42, 43, ...); samples without an answer take no
+Reference details kept: samples seeded `seed` + i (42, 43, ... with the default seed 42); samples without an answer take no
 part in the tally (the reference drops them before counting); a tie between tokens in the agreement
 count goes to the smallest token id (torch.unique + argmax in the reference).
 
@@ -37,28 +37,37 @@ each starting from the agreement of the first batch. What that changes:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
-from decoding import task
+from pydantic import model_validator
+
 from decoding.diffusion import DiffusionParams, denoise
-from decoding.trace import DecodeDone, DiffusionStep, Event, RunEnd, RunStart, VotingRound
+from decoding.params import Params, ui
+from decoding.trace import RunEnd, RunStart, Selection
 
 STOP_REASONS = ("majority", "all_agree", "max_samples")
+GRID_LETTERS = {"kept": "k", "agree": "a", "disagree": "d", "remasked": "r"}
+
+INTRO = """**Voting** decodes several samples of the same problem and takes the most common answer.
+**dVoting** notices that samples agree on most positions: each later sample *keeps* the agreed tokens and
+re-decodes only the rest, so it costs far fewer forward passes than majority@K."""
 
 
-@dataclass(frozen=True)
-class VotingParams:
-    k: int = 5  # samples at most
-    tau: float = 0.3  # entropy threshold (nats) of the adaptive decoding
-    agreement: float = 1.0  # keep a position when this share of previous samples agree on it
-    temperature: float = 0.6
-    block_length: int = 16
-    gen_length: int = 80
-    batched: bool = False  # dVoting: batch the samples that can run together (see module docstring)
-    seed_base: int = 42  # sample i is seeded seed_base + i
+class VotingParams(Params):
+    method: Literal["dvoting", "majority"] = ui("dvoting", "Method (dVoting or majority@K)")
+    k: int = ui(5, "K (samples at most)", 1, 9, 1)
+    tau: float = ui(0.3, "τ: commit every masked token with entropy < τ (nats)", 0.01, 2, 0.01)
+    agreement: float = ui(1.0, "Agreement share to keep a position (1 = all)", 0.5, 1, 0.05)
+    gen_length: int = ui(80, "Answer length (tokens)", 8, 512, 8)
+    batched: bool = ui(False, "Batched (faster; beyond the reference order)")
+    temperature: float = ui(0.6, "Temperature", 0, 2, 0.05, advanced=True)
+    block_length: int = ui(16, "Block length", 1, 512, 1, advanced=True)
+    steps: int = ui(0, "Steps per sample for majority@K (0 = adaptive, entropy < τ)", 0, 512, 1, advanced=True)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> VotingParams:
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
         if self.tau <= 0:
@@ -71,10 +80,14 @@ class VotingParams:
             raise ValueError("block_length and gen_length must be positive")
         if self.gen_length % self.block_length:
             raise ValueError(f"gen_length {self.gen_length} must be a multiple of block_length {self.block_length}")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        return self
 
     def diffusion(self, batch: int, steps: int | None = None) -> DiffusionParams:
-        """Engine settings: adaptive entropy decoding, or (steps given) the fixed low-confidence schedule."""
-        if steps is None:
+        """Engine settings: adaptive entropy decoding, or (steps > 0) the fixed low-confidence schedule."""
+        steps = self.steps if steps is None else steps
+        if not steps:
             return DiffusionParams(gen_length=self.gen_length, steps=self.gen_length, block_length=self.block_length,
                                    strategy="entropy_threshold", temperature=self.temperature,
                                    entropy_threshold=self.tau, batch=batch)
@@ -90,22 +103,22 @@ def n_fresh(k: int) -> int:
     return k // 2 + 1
 
 
-def tally(answers: Sequence[int | None]) -> list[list]:
-    """[[answer, votes], ...] most common first; ties keep the order first seen; None takes no part."""
-    counts: dict[int, int] = {}
+def tally(answers: Sequence[str | None]) -> list[tuple[str, int]]:
+    """[(answer, votes), ...] most common first; ties keep the order first seen; None takes no part."""
+    counts: dict[str, int] = {}
     for a in answers:
         if a is not None:
             counts[a] = counts.get(a, 0) + 1
     # sorted() is stable and dicts keep insertion order, so equal counts stay first-seen first.
-    return [[a, c] for a, c in sorted(counts.items(), key=lambda item: item[1], reverse=True)]
+    return sorted(counts.items(), key=lambda item: item[1], reverse=True)
 
 
-def majority(answers: Sequence[int | None]) -> int | None:
+def majority(answers: Sequence[str | None]) -> str | None:
     counts = tally(answers)
     return counts[0][0] if counts else None
 
 
-def stop_reason(answers: Sequence[int | None], k: int) -> str | None:
+def stop_reason(answers: Sequence[str | None], k: int) -> str | None:
     """The reference's early stop, checked before each new sample once two samples exist."""
     counts = tally(answers)
     if len(answers) < 2 or not counts:
@@ -118,7 +131,7 @@ def stop_reason(answers: Sequence[int | None], k: int) -> str | None:
     return None
 
 
-def first_stop(answers: Sequence[int | None], k: int, after: int = 1) -> str | None:
+def first_stop(answers: Sequence[str | None], k: int, after: int = 1) -> str | None:
     """Why the run stops, checking the rule after each sample n >= `after` in order (a batch adds several):
     the early-stop rule, or "max_samples" once K samples exist (the reference does not check after the last)."""
     for n in range(after, len(answers) + 1):
@@ -184,20 +197,21 @@ class _Sample:
     start: list[int]  # the canvas it started from (mask_id where it decoded)
     canvas: list[int]  # the finished canvas
     text: str
-    answer: int | None
+    answer: str | None
     nfe: int
 
 
 class _Votes:
-    """The samples finished so far, in sample order, and what a VotingRound reports about them."""
+    """The samples finished so far, in sample order, and what a round's Selection reports about them."""
 
     def __init__(self, mask_id: int, agreement: float):
         self.mask_id, self.agreement = mask_id, agreement
         self.samples: list[_Sample] = []
         self.unfinished_nfe = 0  # passes of a decode the user stopped: paid for, no sample
+        self.steps = 0  # the run-wide step counter (samples decode one after another)
 
     @property
-    def answers(self) -> list[int | None]:
+    def answers(self) -> list[str | None]:
         return [s.answer for s in self.samples]
 
     @property
@@ -208,82 +222,68 @@ class _Votes:
     def nfe(self) -> int:
         return sum(s.nfe for s in self.samples) + self.unfinished_nfe
 
-    def round(self, number: int, reason: str | None, next_start: list[int] | None) -> VotingRound:
+    def round(self, number: int, reason: str | None, next_start: list[int] | None) -> Selection:
         grid = agreement_grid(self.canvases, [s.start for s in self.samples], self.mask_id, self.agreement)
         if next_start is not None:  # one more row: where the next sample(s) start, kept or remasked
             grid.append(["remasked" if t == self.mask_id else "kept" for t in next_start])
-        return VotingRound(
-            round=number,
-            samples=[s.index for s in self.samples],
-            texts=[s.text for s in self.samples],
-            answers=self.answers,
-            grid=grid,
-            tally=tally(self.answers),
-            nfe_per_sample=[s.nfe for s in self.samples],
-            nfe_total=self.nfe,
-            stop_reason=reason,
-            final_answer=majority(self.answers) if reason else None,
-        )
+        return Selection(round=number, nodes=[s.index for s in self.samples], answers=self.answers,
+                         tally=tally(self.answers), answer=majority(self.answers), reason=reason, nfe=self.nfe,
+                         agreement=["".join(GRID_LETTERS[c] for c in row) for row in grid])
 
 
 def _decode(adapter, prompt: str, params: DiffusionParams, rows: list[int], starts: list[list[int]], seed: int,
-            should_stop: Callable[[], bool] | None, votes: _Votes) -> Iterator[Event]:
+            task, should_stop: Callable[[], bool] | None, votes: _Votes) -> Generator[object, None, list[_Sample]]:
     """One batched decode of `rows` (sample indices, seeded seed + index by the engine); yields the engine's
-    DiffusionSteps and DecodeDone, and returns the finished samples ([] when the user stopped it, its cost
-    then going to votes.unfinished_nfe)."""
-    canvases = [list(s) for s in starts]
-    done: DecodeDone | None = None
-    for event in denoise(adapter, prompt, params, seed=seed, init_canvas=starts, should_stop=should_stop,
-                         rows=rows, run_events=False):
-        if isinstance(event, DiffusionStep):
-            canvases = event.token_ids
-        elif isinstance(event, DecodeDone):
-            done = event
-        yield event
-    if done is None or any(adapter.mask_id in c for c in canvases):  # stopped before every row finished
-        votes.unfinished_nfe += sum(done.row_nfe) if done else 0
+    events and returns the finished samples ([] when the user stopped it, its cost then going to
+    votes.unfinished_nfe)."""
+    done = yield from denoise(adapter, prompt, params, seed, task=task, init_canvas=starts, should_stop=should_stop,
+                              rows=rows, run_events=False, first_step=votes.steps)
+    votes.steps = done.steps
+    if done.stopped and any(adapter.mask_id in c for c in done.canvas):  # stopped before every row finished
+        votes.unfinished_nfe += sum(done.row_nfe)
         return []
-    return [
-        _Sample(index=r, start=starts[i], canvas=canvases[i], text=done.texts[i],
-                answer=task.extract_answer(done.texts[i]), nfe=done.row_nfe[i])
-        for i, r in enumerate(rows)
-    ]
+    return [_Sample(index=r, start=starts[i], canvas=done.canvas[i], text=done.texts[i], answer=done.answers[i],
+                    nfe=done.row_nfe[i]) for i, r in enumerate(rows)]
 
 
-def _run_start(adapter, method: str, prompt: str, params: VotingParams) -> RunStart:
-    return RunStart(method=method, prompt=prompt, prompt_tokens=adapter.token_text(adapter.encode_prompt(prompt)),
-                    gen_length=params.gen_length, batch=params.k)
+def _run_start(adapter, prompt: str, params: VotingParams) -> list:
+    from decoding.record import Recorder
+
+    ids = adapter.encode_prompt(prompt)
+    return [RunStart(method="voting", prompt=prompt, prompt_ids=ids, rows=params.k, length=params.gen_length,
+                     mask_id=adapter.mask_id), *Recorder(adapter.token_text, 1).name(ids)]
 
 
 def _run_end(votes: _Votes, t0: float, stopped: bool, reason: str | None, params: VotingParams) -> RunEnd:
-    return RunEnd(nfe=votes.nfe, seconds=time.perf_counter() - t0, answer=majority(votes.answers), stopped=stopped,
-                  summary={"samples": len(votes.samples), "stop_reason": reason, "tally": tally(votes.answers),
-                           "nfe_per_sample": [s.nfe for s in votes.samples], "params": asdict(params)})
+    return RunEnd(nfe=votes.nfe, seconds=round(time.perf_counter() - t0, 4), answer=majority(votes.answers),
+                  stopped=stopped, summary={"samples": len(votes.samples), "stop_reason": reason,
+                                            "tally": [list(t) for t in tally(votes.answers)],
+                                            "nfe_per_sample": [s.nfe for s in votes.samples]})
 
 
-def majority_vote(adapter, prompt: str, params: VotingParams = VotingParams(), steps: int | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> Iterator[Event]:
-    """K samples in one batch, then one VotingRound with the majority. `steps=None` decodes adaptively
-    (entropy threshold τ, as dVoting does); an int uses the fixed low-confidence schedule with that many
-    steps (the paper's baseline)."""
+def majority_vote(adapter, prompt: str, params: VotingParams, *, task=None, seed: int = 42,
+                  should_stop: Callable[[], bool] | None = None) -> Generator:
+    """K samples in one batch, then one Selection with the majority. params.steps = 0 decodes adaptively
+    (entropy threshold τ, as dVoting does); > 0 uses the fixed low-confidence schedule with that many steps
+    (the paper's baseline)."""
     t0 = time.perf_counter()
-    yield _run_start(adapter, "majority", prompt, params)
+    yield from _run_start(adapter, prompt, params)
     votes = _Votes(adapter.mask_id, params.agreement)
     rows = list(range(params.k))
     starts = [[adapter.mask_id] * params.gen_length for _ in rows]
-    votes.samples = yield from _decode(adapter, prompt, params.diffusion(params.k, steps), rows, starts,
-                                       params.seed_base, should_stop, votes)
+    votes.samples = yield from _decode(adapter, prompt, params.diffusion(params.k), rows, starts, seed, task,
+                                       should_stop, votes)
     stopped = not votes.samples
     if not stopped:
         yield votes.round(1, "max_samples", None)
     yield _run_end(votes, t0, stopped, None if stopped else "max_samples", params)
 
 
-def dvoting(adapter, prompt: str, params: VotingParams = VotingParams(),
-            should_stop: Callable[[], bool] | None = None) -> Iterator[Event]:
+def dvoting(adapter, prompt: str, params: VotingParams, *, task=None, seed: int = 42,
+            should_stop: Callable[[], bool] | None = None) -> Generator:
     """dVoting: samples one at a time in the reference order, or (params.batched) in two batches."""
     t0 = time.perf_counter()
-    yield _run_start(adapter, "dvoting_batched" if params.batched else "dvoting", prompt, params)
+    yield from _run_start(adapter, prompt, params)
     k, mask_id = params.k, adapter.mask_id
     votes = _Votes(mask_id, params.agreement)
     fully_masked = [mask_id] * params.gen_length
@@ -296,7 +296,7 @@ def dvoting(adapter, prompt: str, params: VotingParams = VotingParams(),
             return
         start = fully_masked if rows[0] < n_fresh(k) else start_canvas(votes.canvases, mask_id, params.agreement)
         finished = yield from _decode(adapter, prompt, params.diffusion(len(rows)), rows, [start] * len(rows),
-                                      params.seed_base, should_stop, votes)
+                                      seed, task, should_stop, votes)
         if not finished:  # the user pressed Stop
             yield _run_end(votes, t0, True, None, params)
             return
@@ -311,3 +311,10 @@ def dvoting(adapter, prompt: str, params: VotingParams = VotingParams(),
         if reason:
             break
     yield _run_end(votes, t0, False, reason, params)
+
+
+def decode(adapter, prompt: str, params: VotingParams, *, task=None, seed: int = 42,
+           should_stop: Callable[[], bool] | None = None) -> Generator:
+    """The registry's decoder signature: majority@K or dVoting, as params.method says."""
+    run = majority_vote if params.method == "majority" else dvoting
+    return (yield from run(adapter, prompt, params, task=task, seed=seed, should_stop=should_stop))
