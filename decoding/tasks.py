@@ -55,6 +55,7 @@ class ZooArithmetic(Task):
         return None if problem is None else str(problem.answer)
 
 
+_PLAIN_NUMBER = re.compile(r"-?\d{1,60}(?:\.\d{1,60})?(?:/\d{1,60})?|-?\.\d{1,60}")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 
@@ -79,6 +80,8 @@ def normalize(answer: str) -> str:
     s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
     s = re.sub(r"^\\?d?frac\{(-?\d+)\}\{(\d+)\}$", r"\1/\2", s.replace("\\dfrac", "\\frac"))
     s = s.rstrip(".")
+    if not _PLAIN_NUMBER.fullmatch(s):  # no exponents: "1e999999999" must not become a huge integer
+        return s
     try:
         value = Fraction(s)
     except (ValueError, ZeroDivisionError):
