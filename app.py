@@ -1,123 +1,132 @@
 """Decoding Lens: watch a language model decode, step by step.
 
-Wiring only: decoders live in decoding/, views in viz/. A run executes in a background thread that appends
-events to a Trace; the Gradio generator polls that trace and yields throttled views, so Stop (a flag the
-decoder polls every step) ends the run within one step even when the stream itself is cancelled.
+Wiring only, and generic: one tab per method of the registry (decoding/methods.py), built from what the method
+declares (its parameters' UI hints, its view module's panels and options), and one set of run / stop / scrub /
+replay handlers shared by every tab. Decoders live in decoding/, views in viz/, the live run and its throttled
+stream in decoding/live.py; this file turns the stream's frames into Gradio outputs.
+
+API names (gradio_client), per method `<name>`: /run_<name> (model, prompt, the method's parameters by name, seed,
+the view options), /stop_<name>, /scrub_<name> (frame, the view options); and /upload_trace, /scrub_replay.
+A tab's runs belong to it: live runs are keyed by (session, method), so Run and Stop in one tab never touch a
+run in another.
 
 `python app.py` serves on 127.0.0.1:7860; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override (a Space sets
-GRADIO_SERVER_NAME=0.0.0.0).
+GRADIO_SERVER_NAME=0.0.0.0). DECODING_LENS_ZOO points at another zoo folder, DECODING_LENS_METHODS names
+modules that register more methods (comma-separated).
 """
 
 from __future__ import annotations
 
+import html
+import importlib
+import inspect
 import json
 import os
+import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import gradio as gr
 from gradio.components.plot import PlotData
+from pydantic import ValidationError
 
-from decoding import diffusion, models, task, voting
-from decoding.trace import RunEnd, Trace, TraceError
-from viz.heatmap import decode_order, empty_figure, entropy_heatmap, topk_figure
-from viz.state import progress_line, state_at, step_count
-from viz.tokens import render_canvas
-from viz.voting import agreement_grid, bench_figure, load_bench, nfe_meter_html, tally_html
+from decoding import live, methods, models
+from decoding.fold import State
+from decoding.methods import Method
+from decoding.params import describe_error
+from decoding.tasks import task_for
+from decoding.trace import Meta, Trace, TraceError
+from viz.heatmap import empty_figure
+from viz.panels import Option, Panel
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = json.loads((ROOT / "examples" / "prompts.json").read_text())
-BENCH_PATH = ROOT / "examples" / "bench" / "voting.json"
 TRACE_DIR = Path(tempfile.mkdtemp(prefix="decoding-lens-"))  # inside the temp dir Gradio serves files from
-CANVAS_EVERY, PLOTS_EVERY = 0.1, 1.5  # seconds between streamed updates: ~10/s for HTML, plots every 1.5 s
 LOAD_TIMEOUT = 180  # seconds before a model load is reported as stuck
-MAX_LIVE = 256  # sessions whose latest run we remember (for Stop)
+RUNS = live.Runs()  # live runs by (session, method name)
+RESERVED = {"model", "prompt", "seed", "request"}  # run inputs every tab has: no parameter or option may use them
 
 HEADER = """
 # Decoding Lens
-**Watch a diffusion language model write its answer.** A masked-diffusion model (LLaDA-style) starts
-from an answer made only of `▒` masks and, at every step, predicts *all* masked positions at once, then
-commits a few of them. Which ones, and how many, is the **decoding strategy**.
-Each chip below is one token: **grey** = still masked (faint text: the model's current guess),
+**Watch a language model decode, step by step.** Each tab below is one decoding method: pick a model at the
+top (the tiny zoo models come first), a problem and the method's settings, press **Run**, and the views update
+while the model works. When a run ends, scrub back through its steps or download its trace; the last tab
+replays a downloaded trace with no model loaded.
+Each chip is one token: **grey** = still masked (faint text: the model's current guess),
 **red / orange / green** = committed at this step with low / medium / high confidence,
 **blue** = committed earlier. Hover a chip for its confidence, entropy and the top alternatives.
-The default model is the tiny zoo dLLM trained on arithmetic chains like `12+7-5*3=?` → `#42`.
+The zoo models are tiny models trained on arithmetic chains like `12+7-5*3=?` → `#42`.
 """
 
-VOTING_INTRO = """
-**Voting** decodes several samples of the same problem and takes the most common answer.
-**dVoting** notices that samples agree on most positions: each later sample *keeps* the agreed tokens and
-re-decodes only the rest, so it costs far fewer forward passes than majority@K.
+DEVIATIONS = """*Where this app deviates from the papers is stated above in each method's notes (for example
+batched variants that go beyond a reference's order, and the tiny zoo models instead of 8B models).*"""
+
+CSS = """
+.dl-canvas { font-size: 14px; }
+.dl-html-panel { background: #fbfbfd; border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px; }
+.dl-html-panel:empty { display: none; }
 """
 
-
-def _first_doc_paragraphs(module: object, n: int = 40) -> str:
-    doc = (module.__doc__ or "").strip()
-    return "\n".join(doc.splitlines()[:n])
-
-
-ABOUT = f"""
-### How the engine decodes
-{_first_doc_paragraphs(diffusion)}
-
-### Voting and dVoting
-{_first_doc_paragraphs(voting)}
-
-*Where this app deviates from the papers is stated above in each module's notes (for example batched dVoting,
-which goes beyond the reference's one-sample-at-a-time order, and the tiny zoo models instead of LLaDA-8B).*
-"""
+# Plots carry their own titles, so their Gradio labels are hidden (show_label=False): Gradio's plotly wrapper
+# forces a 100 px top margin on a titled figure whose label is shown, which leaves short figures a negative
+# plot height; plotly then throws "Something went wrong with axis scaling" and the plots drop out mid-run.
 
 
-# ---------------------------------------------------------------- runs in a background thread
+# ---------------------------------------------------------------- what a tab is built from
 
 
-class LiveRun:
-    """One run: a thread feeds decoder events into a Trace; `stop` is the flag the decoder polls."""
+@dataclass
+class Tab:
+    """One method's tab: the method, its view module, and the components its handlers read and write."""
 
-    def __init__(self, trace: Trace, events: Callable[[Callable[[], bool]], Iterator]):
-        self.trace, self.stop, self.done = trace, threading.Event(), threading.Event()
-        self.error: str | None = None
-        self.thread = threading.Thread(target=self._run, args=(events,), daemon=True)
-        self.thread.start()
+    method: Method
+    views: ModuleType
+    panels: list[Panel]
+    options: list[Option]
+    default_seed: int = 0
+    # filled while the layout is built
+    panel_components: list = field(default_factory=list)
 
-    def _run(self, events: Callable[[Callable[[], bool]], Iterator]) -> None:
-        try:
-            for event in events(self.stop.is_set):
-                self.trace.add(event)
-        except Exception as e:  # noqa: BLE001 -- any decoder failure must reach the page, not kill the worker
-            self.error = f"{type(e).__name__}: {e}"
-        finally:
-            self.done.set()
+    @property
+    def name(self) -> str:
+        return self.method.name
 
 
-LIVE: dict[str, LiveRun] = {}
-
-
-def _remember(session: str, run: LiveRun) -> None:
-    previous = LIVE.pop(session, None)
-    if previous is not None:
-        previous.stop.set()  # a new Run in the same page stops the old one
-    LIVE[session] = run
-    while len(LIVE) > MAX_LIVE:
-        LIVE.pop(next(iter(LIVE))).stop.set()
+def _tab(method: Method) -> Tab:
+    views = importlib.import_module(method.views)
+    panels, options = list(views.PANELS), list(getattr(views, "OPTIONS", []))
+    names = [n for n, _, _ in method.params.controls()] + [o.name for o in options]
+    clash = sorted((set(names) & RESERVED) | {n for n in names if names.count(n) > 1})
+    if clash:
+        raise ValueError(f"method {method.name!r}: parameter / view option names {clash} clash with each other or "
+                         f"with the app's own inputs ({', '.join(sorted(RESERVED))})")
+    seed = inspect.signature(method.decode).parameters.get("seed")
+    default_seed = seed.default if seed is not None and isinstance(seed.default, int) else 0
+    return Tab(method, views, panels, options, default_seed)
 
 
 def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "default"
 
 
-def _save(trace: Trace) -> str:
-    path = TRACE_DIR / f"trace-{trace.meta.get('method', 'run')}-{int(time.time() * 1000)}.json"
-    return str(trace.save(path))
+def _md(text: object) -> str:
+    """Untrusted text inside Markdown: HTML escaped, Markdown punctuation backslashed."""
+    return re.sub(r"([\\`*_{}\[\]()#+!|~-])", r"\\\1", html.escape(str(text), quote=False))
 
 
 def _warn(message: str) -> str:
+    """A message in a pop-up and in the status line ("⚠ message"; HTML escaped: it can quote user input)."""
     gr.Warning(message)
-    return f"⚠ **{message}**"
+    return f"⚠ **{html.escape(message, quote=False)}**"
+
+
+# ---------------------------------------------------------------- models
 
 
 def _load_adapter(spec: str):
@@ -134,53 +143,42 @@ def _load_adapter(spec: str):
     thread.start()
     thread.join(LOAD_TIMEOUT)
     if thread.is_alive():
-        raise models.ModelLoadError(f"loading {spec!r} took more than {LOAD_TIMEOUT}s; try the zoo model")
+        raise models.ModelLoadError(f"loading {spec!r} took more than {LOAD_TIMEOUT}s; try a zoo model")
     if "error" in box:
         err = box["error"]
         raise err if isinstance(err, models.ModelLoadError) else models.ModelLoadError(f"{spec!r}: {err}")
     return box["adapter"]
 
 
-DIFFUSION_KINDS = ("masked_diffusion", "native_diffusion")
-
-
-def _model_choices() -> list[tuple[str, str]]:
-    """(label, spec) for the picker: zoo first, then registry models (diffusion kinds only: what these tabs run).
+def _model_choices(kinds: set[str]) -> list[tuple[str, str]]:
+    """(label, spec) for the picker: zoo first, then registry models, only of kinds some method runs on.
     DECODING_LENS_ZOO points at another zoo folder (tests build a tiny one in a temp dir)."""
     zoo_env = os.environ.get("DECODING_LENS_ZOO")
     choices: list[tuple[str, str]] = []
     if zoo_env:
         for name in models.ZOO_NAMES:
-            if (Path(zoo_env) / name / "config.json").is_file() and name == "tiny-dllm":
-                choices.append((f"{name} (zoo, masked diffusion)", str(Path(zoo_env) / name)))
+            folder = Path(zoo_env) / name
+            try:
+                kind = str(json.loads((folder / models.SETTINGS_FILE).read_text()).get("kind", "?"))
+            except (OSError, ValueError, AttributeError):
+                continue
+            if (folder / "config.json").is_file() and kind in kinds:
+                choices.append((f"{name} (zoo, {kind.replace('_', ' ')})", str(folder)))
     try:
         rows = models.list_models()
     except Exception:  # noqa: BLE001 -- the picker still offers the zoo
         rows = []
     for row in rows:
         name, kind = str(row.get("name")), str(row.get("kind"))
-        if kind not in DIFFUSION_KINDS or (zoo_env and name in models.ZOO_NAMES):
+        if kind not in kinds or (zoo_env and name in models.ZOO_NAMES):
             continue
         where = "zoo" if name in models.ZOO_NAMES else "downloaded" if row.get("available_locally") else "needs download"
         choices.append((f"{name} ({where}, {kind.replace('_', ' ')})", name))
-    return choices or [("tiny-dllm (zoo, masked diffusion)", "tiny-dllm")]
+    return choices or [(f"{models.ZOO_NAMES[0]} (zoo)", models.ZOO_NAMES[0])]
 
 
-def _prepare(model: str, prompt: str, params: diffusion.DiffusionParams) -> tuple[object, str, int | None]:
-    """Adapter, the prompt as the model expects it, the expected answer. Raises ValueError with a message."""
-    if not prompt or not prompt.strip():
-        raise ValueError("the prompt is empty: type a problem like 12+7-5*3=? or pick an example")
-    params.validate()  # parameter errors first: no need to load a model to report them
-    try:
-        adapter = _load_adapter(model)
-    except models.ModelLoadError as e:
-        raise ValueError(f"cannot load the model: {e}") from None
-    if adapter.kind not in DIFFUSION_KINDS:
-        raise ValueError(f"{model} is a {adapter.kind} model; these tabs need a diffusion model (e.g. tiny-dllm)")
-    problem = task.solve(prompt.strip())  # an arithmetic chain: use the zoo's format (question + newline)
-    text = problem.prompt if problem is not None else prompt
-    params.validate(adapter, text)  # context length, [MASK] token
-    return adapter, text, problem.answer if problem is not None else None
+def _kinds_text(kinds: tuple[str, ...] | list[str]) -> str:
+    return " or ".join(k.replace("_", " ") for k in kinds)
 
 
 def model_status(model: str) -> str:
@@ -188,63 +186,13 @@ def model_status(model: str) -> str:
         adapter = _load_adapter(model)
     except models.ModelLoadError as e:
         return _warn(f"cannot load {model}: {e}")
-    return f"✓ **{model}** loaded: {adapter.kind}, context {adapter.max_length} tokens, on {adapter.device}."
+    tabs = [m.title for m in methods.all_methods().values() if adapter.kind in m.kinds]
+    where = f"runs in: {', '.join(tabs)}" if tabs else "no tab runs this kind of model"
+    return (f"✓ **{_md(model)}** loaded: {adapter.kind.replace('_', ' ')}, context {adapter.max_length} tokens, "
+            f"on {adapter.device} · {where}.")
 
 
-# ---------------------------------------------------------------- streaming views
-
-
-def _diffusion_views(trace: Trace, step: int | None = None, position: int = -1, with_plots: bool = True) -> tuple:
-    """(canvas, entropy, decode order, top-k); with_plots=False leaves the figures out (None): the live
-    stream redraws them only every PLOTS_EVERY seconds."""
-    events = trace.events if step is None else state_at(trace, step)
-    expected = trace.meta.get("expected")
-    return (
-        render_canvas(events, expected=expected),
-        entropy_heatmap(events) if with_plots else None,
-        decode_order(events) if with_plots else None,
-        topk_figure(events, -1 if position is None else int(position)) if with_plots else None,
-    )
-
-
-def _voting_k(trace: Trace) -> int:
-    return int(trace.meta.get("params", {}).get("k", 1) or 1)
-
-
-def _voting_views(trace: Trace, step: int | None = None, with_plots: bool = True) -> tuple:
-    events = trace.events if step is None else state_at(trace, step)
-    k = _voting_k(trace)
-    return (
-        render_canvas(events, expected=trace.meta.get("expected")),
-        agreement_grid(events) if with_plots else None,
-        tally_html(events, k),
-        nfe_meter_html(events, k),
-    )
-
-
-def _diffusion_progress(trace: Trace) -> str:
-    """Status line of a live diffusion run: step s / total (fixed schedules) or step s (at most gen_length)."""
-    p = trace.meta.get("params", {})
-    fixed = p.get("strategy") in diffusion.SCHEDULED
-    return progress_line(trace.events, total_steps=p.get("steps") if fixed else None, max_steps=p.get("gen_length"))
-
-
-def _voting_progress(trace: Trace) -> str:
-    """Status line of a live voting run: sample i / K, step s of its decode (adaptive: at most gen_length)."""
-    return progress_line(trace.events, k=_voting_k(trace), max_steps=trace.meta.get("params", {}).get("gen_length"))
-
-
-def _summary(trace: Trace, run: LiveRun) -> str:
-    if run.error:
-        return _warn(f"the run failed: {run.error}")
-    end = next((e for e in reversed(trace.events) if isinstance(e, RunEnd)), None)
-    if end is None:
-        return "… running"
-    how = "■ stopped" if end.stopped else "✓ done"
-    answer = "no answer line" if end.answer is None else f"answer **#{end.answer}**"
-    expected = trace.meta.get("expected")
-    verdict = "" if expected is None or end.answer is None else (" ✓" if end.answer == expected else f" ✗ (expected #{expected})")
-    return f"{how}: {answer}{verdict} · {end.nfe} forward passes · {end.seconds:.2f}s · {step_count(trace)} steps"
+# ---------------------------------------------------------------- turning states into outputs
 
 
 def _plot_payload(fig: object) -> PlotData:
@@ -252,165 +200,199 @@ def _plot_payload(fig: object) -> PlotData:
     return PlotData(type="plotly", plot=fig.to_json())  # type: ignore[attr-defined]
 
 
-def _stream(run: LiveRun, views: Callable[..., tuple], plots: set[int],
-            progress: Callable[[Trace], str]) -> Iterator[tuple]:
-    """Yield (*views, status, scrubber, file, state) as the run progresses: HTML and the status line
-    (`progress`: step s / total) ~10×/s, the plotly views (indices in `plots`) redrawn every PLOTS_EVERY s
-    and at each new voting round, and the final state always.
+def _render(tab: Tab, state: State, meta: Meta, options: dict, *, plots: bool = True,
+            shown: dict[str, PlotData] | None = None) -> list:
+    """The panels' outputs, in PANELS order. Plot panels the view left out (plots=False) re-send the payload
+    last shown (`shown`): see `_stream`. Without `shown`, figures go out as they are."""
+    rendered = tab.views.render(state, meta, plots=plots, **options)
+    out = []
+    for panel in tab.panels:
+        value = rendered.get(panel.name)
+        if panel.kind == "plot" and shown is not None:
+            if value is not None:
+                shown[panel.name] = _plot_payload(value)
+            out.append(shown.get(panel.name, gr.skip()))
+        else:
+            out.append(gr.skip() if value is None else value)
+    return out
 
-    Between redraws the plot outputs re-send the *same* serialised figure, never gr.skip(): Gradio streams
-    a generator's outputs as diffs against its previous yield, and the browser applies those diffs in place
-    to the object the Plot is showing, so a skip ({"__type__": "update"}) diffed against a figure deletes
-    the figure's keys and the plot vanishes (plotly: "Something went wrong with axis scaling") until the
-    next full value. An unchanged payload diffs to nothing: the plot stays as it is."""
-    trace = run.trace
-    last_canvas = last_plots = 0.0
-    rounds = 0
-    shown_plots: dict[int, PlotData] = {}
 
-    def render(view: Trace, send_plots: bool) -> tuple:
-        rendered = views(view, with_plots=send_plots)
-        if send_plots:
-            shown_plots.update({i: _plot_payload(rendered[i]) for i in plots})
-        shown = [shown_plots[i] if i in plots else v for i, v in enumerate(rendered)]
-        return (*shown, progress(view), gr.skip(), gr.skip(), gr.skip())
+def _scrubber(frames: int, label: str = "Step") -> gr.Slider:
+    return gr.Slider(minimum=0, maximum=max(frames, 1), value=frames, step=1, interactive=frames > 0,
+                     label=f"{label} (0–{frames}): scrub through the finished run")
 
+
+def _idle_scrubber() -> gr.Slider:
+    return gr.Slider(minimum=0, maximum=1, value=0, step=1, interactive=False, label="Step (available after a run)")
+
+
+def _save(trace: Trace) -> str:
+    path = TRACE_DIR / f"trace-{re.sub(r'[^A-Za-z0-9_-]', '', trace.meta.method)[:40] or 'run'}-" \
+                       f"{time.time_ns() // 1000}.json"
+    return str(trace.save(path))
+
+
+def _final(tab: Tab, run: live.LiveRun, options: dict) -> list:
+    """(*panels, status, scrubber, trace file, TraceView) of a finished run."""
+    view = run.view
+    if run.input_error:
+        return [*[gr.skip()] * len(tab.panels), _warn(run.error or "the run did not start"), gr.skip(), gr.skip(),
+                gr.skip()]
+    state = view.latest()
+    panels = _render(tab, state, view.meta, options, shown={})
+    if run.error:
+        status = _warn(f"the run failed: {run.error}")
+    elif state.end is None:
+        status = _warn("the run ended without its summary")
+    else:
+        status = tab.views.progress(state, view.meta)
+    return [*panels, status, _scrubber(view.frames), _save(run.trace), view]
+
+
+def _error_outputs(tab: Tab, message: str) -> list:
+    return [*[gr.skip()] * len(tab.panels), _warn(message), gr.skip(), gr.skip(), gr.skip()]
+
+
+# ---------------------------------------------------------------- the generic handlers
+
+
+def _start(tab: Tab, model: str, prompt: str, values: dict, seed: float | None) -> live.LiveRun:
+    """Validate, load, format the prompt through the task, start the decoder in a thread. ValueError with a
+    message a user can act on."""
+    method = tab.method
+    if not prompt or not prompt.strip():
+        raise ValueError("the prompt is empty: type a problem like 12+7-5*3=? or pick an example")
     try:
-        while not run.done.wait(0.02):
-            now = time.monotonic()
-            missed = _round_snapshots(trace, rounds)
-            if not trace.events or (now - last_canvas < CANVAS_EVERY and not missed):
-                continue
-            for snapshot in missed[:-1]:  # several rounds ended since the last poll: each reaches the page in turn
-                yield render(snapshot, True)
-                time.sleep(CANVAS_EVERY)
-            send_plots = bool(missed) or not shown_plots or now - last_plots >= PLOTS_EVERY
-            rounds += len(missed)
-            last_canvas, last_plots = now, now if send_plots else last_plots
-            yield render(trace, send_plots)
-    finally:
-        if not run.done.is_set():  # the page went away or the event was cancelled: stop the decoder too
-            run.stop.set()
-    for snapshot in _round_snapshots(trace, rounds)[:-1]:  # a fast run ends between polls: replay its rounds
-        yield render(snapshot, True)
-        time.sleep(CANVAS_EVERY)
-    yield _final(run, views)
-
-
-def _round_snapshots(trace: Trace, shown: int) -> list[Trace]:
-    """The trace cut just after each voting round past the first `shown` (diffusion traces have none)."""
-    ends = [i for i, e in enumerate(list(trace.events)) if e.kind == "round"]
-    return [Trace(trace.meta, trace.events[: i + 1]) for i in ends[shown:]]
-
-
-def _final(run: LiveRun, views: Callable[[Trace], tuple]) -> tuple:
-    trace = run.trace
-    n = step_count(trace)
-    scrub = gr.Slider(minimum=0, maximum=max(n, 1), value=n, step=1, interactive=n > 0,
-                      label=f"Step (0–{n}): scrub through the finished run")
-    return (*views(trace), _summary(trace, run), scrub, _save(trace), trace)
-
-
-def _error_outputs(message: str) -> tuple:
-    return (*[gr.skip()] * 4, _warn(message), gr.skip(), gr.skip(), gr.skip())
-
-
-def run_diffusion(model: str, prompt: str, strategy: str, gen_length: int, steps: int, block_length: int,
-                  temperature: float, threshold: float, entropy_threshold: float, seed: int, batch: int,
-                  request: gr.Request) -> Iterator[tuple]:
-    """Run button of the Diffusion tab: stream the canvas and plots of one denoise run."""
+        params = method.params(**values)  # parameter errors first: no need to load a model to report them
+    except ValidationError as e:
+        raise ValueError(describe_error(e)) from None
+    if seed is None or float(seed) != int(seed):
+        raise ValueError(f"the seed must be a whole number, got {seed!r}")
+    if not model:
+        raise ValueError("pick a model first")
     try:
-        params = diffusion.DiffusionParams(
-            gen_length=int(gen_length), steps=int(steps), block_length=int(block_length), strategy=strategy,
-            temperature=float(temperature), threshold=float(threshold), entropy_threshold=float(entropy_threshold),
-            batch=int(batch),
-        )
-        adapter, text, expected = _prepare(model, prompt, params)
+        adapter = _load_adapter(model)
+    except models.ModelLoadError as e:
+        raise ValueError(f"cannot load the model: {e}") from None
+    if adapter.kind not in method.kinds:
+        raise ValueError(f"{model} is a {adapter.kind.replace('_', ' ')} model; the {method.title} tab runs on "
+                         f"{_kinds_text(method.kinds)} models (e.g. a zoo model of that kind)")
+    task = task_for(model)
+    text = task.format_prompt(prompt)
+    trace = Trace.new(model, method.name, params.model_dump(mode="json"), int(seed), task=task.name,
+                      expected=task.expected_answer(prompt))
+    return live.LiveRun(trace, lambda should_stop: method.decode(adapter, text, params, task=task, seed=int(seed),
+                                                                 should_stop=should_stop))
+
+
+def _split(tab: Tab, values: dict) -> tuple[dict, dict]:
+    """The run's keyword inputs: (method parameters, view options)."""
+    names = {o.name for o in tab.options}
+    return ({k: v for k, v in values.items() if k not in names and k != "seed"},
+            {k: v for k, v in values.items() if k in names})
+
+
+def _stream(tab: Tab, run: live.LiveRun, options: dict) -> Iterator[list]:
+    """Yield (*panels, status, scrubber, file, state) as the run goes (live.stream decides when, and when the
+    plots are redrawn); the last yield is the finished run.
+
+    Between plot redraws the plot outputs re-send the *same* serialised figure, never gr.skip(): Gradio streams
+    a generator's outputs as diffs against its previous yield, and the browser applies those diffs in place to
+    the object the Plot is showing, so a skip ({"__type__": "update"}) diffed against a figure deletes the
+    figure's keys and the plot vanishes (plotly: "Something went wrong with axis scaling") until the next full
+    value. An unchanged payload diffs to nothing: the plot stays as it is."""
+    shown: dict[str, PlotData] = {}
+    first = True
+    for frame in live.stream(run):
+        if frame.final:
+            yield _final(tab, run, options)
+            return
+        panels = _render(tab, frame.state, run.trace.meta, options, plots=frame.plots, shown=shown)
+        status = tab.views.progress(frame.state, run.trace.meta)
+        if first:  # the scrubber and state of a previous run no longer match what the page shows
+            yield [*panels, status, _idle_scrubber(), gr.skip(), None]
+            first = False
+        else:
+            yield [*panels, status, gr.skip(), gr.skip(), gr.skip()]
+
+
+def run_tab(tab: Tab, model: str, prompt: str, values: dict, request: gr.Request | None) -> Iterator[list]:
+    """Run button of any tab: start this tab's run (stopping only this tab's previous run) and stream it."""
+    params, options = _split(tab, values)
+    try:
+        run = _start(tab, model, prompt, params, values.get("seed"))
     except (ValueError, TypeError) as e:  # ModelLoadError is a ValueError
-        yield _error_outputs(str(e))
+        yield _error_outputs(tab, str(e))
         return
-    trace = Trace.new(model, "diffusion", asdict(params), int(seed))
-    trace.meta["expected"] = expected
-    run = LiveRun(trace, lambda stop: diffusion.denoise(adapter, text, params, seed=int(seed), should_stop=stop))
-    _remember(_session(request), run)
-    yield from _stream(run, _diffusion_views, plots={1, 2, 3}, progress=_diffusion_progress)
+    RUNS.start((_session(request), tab.name), run)
+    yield from _stream(tab, run, options)
 
 
-def run_voting(model: str, prompt: str, method: str, k: int, tau: float, agreement: float, temperature: float,
-               gen_length: int, block_length: int, batched: bool, seed: int, request: gr.Request) -> Iterator[tuple]:
-    """Run button of the Voting tab: stream samples, rounds, tally and cost."""
-    try:
-        params = voting.VotingParams(k=int(k), tau=float(tau), agreement=float(agreement),
-                                     temperature=float(temperature), block_length=int(block_length),
-                                     gen_length=int(gen_length), batched=bool(batched), seed_base=int(seed))
-        adapter, text, expected = _prepare(model, prompt, params.diffusion(1))
-    except (ValueError, TypeError) as e:
-        yield _error_outputs(str(e))
-        return
-    trace = Trace.new(model, method, asdict(params), int(seed))
-    trace.meta["expected"] = expected
-    vote = voting.majority_vote if method == "majority" else voting.dvoting
-    run = LiveRun(trace, lambda stop: vote(adapter, text, params, should_stop=stop))
-    _remember(_session(request), run)
-    yield from _stream(run, _voting_views, plots={1}, progress=_voting_progress)
-
-
-def _stop(request: gr.Request | None, views: Callable[[Trace], tuple]) -> tuple:
-    """Set the flag the decoder polls (the run ends after its current step), then draw the stopped state:
-    `cancels=` may have ended the stream already, so this handler returns the final views itself."""
-    run = LIVE.get(_session(request))
+def stop_tab(tab: Tab, request: gr.Request | None, options: dict) -> list:
+    """Stop button of any tab: set the flag this tab's run polls (it ends after its current step), then draw the
+    stopped run: `cancels=` may have ended the stream already, so this handler returns the final views itself."""
+    run = RUNS.get((_session(request), tab.name))
     if run is None or run.done.is_set():
-        return (gr.skip(),) * 4 + ("Nothing is running.",) + (gr.skip(),) * 3
-    run.stop.set()
-    run.done.wait(30)  # at most one step of the decoder
-    return _final(run, views)
+        return [*[gr.skip()] * len(tab.panels), "Nothing is running.", gr.skip(), gr.skip(), gr.skip()]
+    if not run.request_stop():
+        return [*[gr.skip()] * len(tab.panels), _warn("the run did not stop in time; it will stop after its step"),
+                gr.skip(), gr.skip(), gr.skip()]
+    return _final(tab, run, options)
 
 
-def stop_diffusion(request: gr.Request) -> tuple:
-    return _stop(request, _diffusion_views)
+def scrub_tab(tab: Tab, view: live.TraceView | None, frame: float | None, options: dict) -> list:
+    """The scrubber (and the view options) of a finished run: the state after `frame` steps."""
+    if view is None or frame is None:
+        return [gr.skip()] * len(tab.panels)
+    return _render(tab, view.at(int(frame)), view.meta, options)
 
 
-def stop_voting(request: gr.Request) -> tuple:
-    return _stop(request, _voting_views)
+def upload_trace(tabs: dict[str, Tab], path: str | None, options: dict[str, dict]) -> list:
+    """Replay tab: load a trace file (validated), pick the views of its method, draw its final state."""
+    n_panels = sum(len(t.panels) for t in tabs.values())
 
+    def fail(message: str) -> list:
+        return [gr.skip(), gr.skip(), _warn(f"cannot replay this file: {message}"), *[gr.skip()] * len(tabs),
+                *[gr.skip()] * n_panels]
 
-def scrub_diffusion(trace: Trace | None, step: float, position: float) -> tuple:
-    if trace is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return _diffusion_views(trace, int(step), -1 if position is None else int(position))
-
-
-def scrub_voting(trace: Trace | None, step: float) -> tuple:
-    if trace is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return _voting_views(trace, int(step))
-
-
-def upload_trace(path: str | None) -> tuple:
-    """Replay tab: load a trace file (validated) and draw its final state; no model needed."""
     if not path:
-        return (gr.skip(),) * 8 + ("",)
+        return [gr.skip(), gr.skip(), "", *[gr.skip()] * len(tabs), *[gr.skip()] * n_panels]
     try:
         trace = Trace.load(path)
-        n = step_count(trace)
-        canvas, heat, order, _ = _diffusion_views(trace)
-        _, grid, tally, meter = _voting_views(trace)
     except TraceError as e:
-        return (gr.skip(),) * 8 + (_warn(f"cannot replay this file: {e}"),)
+        return fail(str(e))
+    except Exception as e:  # noqa: BLE001 -- a file the loader did not expect must not take the app down
+        return fail(f"{type(e).__name__}: {e}")
+    tab = tabs.get(trace.meta.method)
+    if tab is None:
+        return fail(f"it was made by the method {trace.meta.method[:60]!r}, which this app has no views for "
+                    f"(it knows: {', '.join(tabs)})")
+    view = live.TraceView(trace)
+    try:
+        frames = view.frames
+        panels = _replay_panels(tabs, tab, view.latest(), trace.meta, options)
     except Exception as e:  # noqa: BLE001 -- a file that passes the schema but does not make sense
-        return (gr.skip(),) * 8 + (_warn(f"cannot replay this file: inconsistent trace ({type(e).__name__}: {e})"),)
-    scrub = gr.Slider(minimum=0, maximum=max(n, 1), value=n, step=1, interactive=n > 0, label=f"Step (0–{n})")
+        return fail(f"inconsistent trace ({type(e).__name__}: {e})")
     meta = trace.meta
-    info = f"▶ replaying **{meta.get('method', '?')}** on **{meta.get('model', '?')}** (seed {meta.get('seed', '?')}), {n} steps"
-    return trace, scrub, canvas, heat, order, grid, tally, meter, info
+    info = (f"▶ replaying **{_md(tab.method.title)}** on **{_md(meta.model)}** (seed {meta.seed}), {frames} steps"
+            + (f" · expected answer {_md(meta.expected)}" if meta.expected is not None else ""))
+    groups = [gr.Column(visible=name == tab.name) for name in tabs]
+    return [view, _scrubber(frames), info, *groups, *panels]
 
 
-def scrub_replay(trace: Trace | None, step: float) -> tuple:
-    if trace is None:
-        return (gr.skip(),) * 6
-    canvas, heat, order, _ = _diffusion_views(trace, int(step))
-    _, grid, tally, meter = _voting_views(trace, int(step))
-    return canvas, heat, order, grid, tally, meter
+def _replay_panels(tabs: dict[str, Tab], tab: Tab, state: State, meta: Meta, options: dict[str, dict]) -> list:
+    out = []
+    for other in tabs.values():
+        out += _render(tab, state, meta, options.get(tab.name, {})) if other is tab else [gr.skip()] * len(other.panels)
+    return out
+
+
+def scrub_replay(tabs: dict[str, Tab], view: live.TraceView | None, frame: float | None,
+                 options: dict[str, dict]) -> list:
+    tab = tabs.get(view.meta.method) if view is not None else None
+    if tab is None or frame is None:
+        return [gr.skip()] * sum(len(t.panels) for t in tabs.values())
+    return _replay_panels(tabs, tab, view.at(int(frame)), view.meta, options)
 
 
 # ---------------------------------------------------------------- layout
@@ -426,22 +408,183 @@ def _examples(prompt: gr.Textbox) -> gr.Examples:
     )
 
 
-def _run_stop_buttons() -> tuple[gr.Button, gr.Button]:
-    with gr.Row():
-        run = gr.Button("▶ Run", variant="primary", elem_classes="dl-run")
-        stop = gr.Button("■ Stop", variant="stop", elem_classes="dl-stop")
-    return run, stop
+def _elem(tab: Tab | str, name: str) -> str:
+    return f"{tab if isinstance(tab, str) else tab.name}-{name.replace('_', '-')}"
 
 
-# Plots carry their own titles, so their Gradio labels are hidden (show_label=False): Gradio's plotly
-# wrapper forces a 100 px top margin on a titled figure whose label is shown, which leaves short figures
-# (decode order, top-k) a negative plot height; plotly then throws "Something went wrong with axis
-# scaling" and the plots drop out of the page mid-run.
+def _control(tab: Tab, name: str, default: object, hints: dict):
+    """One parameter's input: Literal -> Dropdown, bool -> Checkbox, bounded number -> Slider, else Number."""
+    annotation = tab.method.params.model_fields[name].annotation
+    label, elem_id = str(hints.get("label", name)), _elem(tab, name)
+    lo, hi, step = hints.get("minimum"), hints.get("maximum"), hints.get("step")
+    if typing.get_origin(annotation) is typing.Literal:
+        choices = list(typing.get_args(annotation))
+        return gr.Dropdown(choices, value=default, label=label, elem_id=elem_id)
+    if annotation is bool:
+        return gr.Checkbox(bool(default), label=label, elem_id=elem_id)
+    if annotation in (int, float) and lo is not None and hi is not None:
+        if step is None:
+            step = 1 if annotation is int else (hi - lo) / 100
+        return gr.Slider(lo, hi, value=default, step=step, label=label, elem_id=elem_id)
+    # no minimum / maximum here: Gradio would refuse an out-of-range number with a pop-up of its own; the
+    # method's validation says what is wrong in the status line instead
+    return gr.Number(default, label=label, step=step or 1, precision=0 if annotation is int else None,
+                     elem_id=elem_id)
+
+
+def _option(prefix: str, option: Option) -> gr.Number:
+    whole = float(option.default).is_integer()
+    return gr.Number(option.default, label=option.label, minimum=option.minimum, precision=0 if whole else None,
+                     elem_id=_elem(prefix, f"option-{option.name}"))
+
+
+def _panel(prefix: str, panel: Panel):
+    if panel.kind == "plot":
+        return gr.Plot(empty_figure(panel.placeholder or panel.label, panel.height), label=panel.label,
+                       show_label=False, elem_id=_elem(prefix, panel.name))
+    return gr.HTML(panel.placeholder, label=panel.label, elem_id=_elem(prefix, panel.name),
+                   elem_classes="dl-html-panel")
+
+
+def _panels(prefix: str, panels: list[Panel], after_first=None) -> list:
+    """The panels in page order; consecutive panels with the same `row` sit side by side. `after_first`: a
+    callback that places something (the scrubber) right below the first panel."""
+    out: list = []
+    i = 0
+    while i < len(panels):
+        group = [panels[i]]
+        while panels[i].row is not None and i + len(group) < len(panels) and panels[i + len(group)].row == panels[i].row:
+            group.append(panels[i + len(group)])
+        if len(group) > 1:
+            with gr.Row(equal_height=False):
+                out += [_panel(prefix, p) for p in group]
+        else:
+            out.append(_panel(prefix, group[0]))
+        if i == 0 and after_first is not None:
+            after_first()
+        i += len(group)
+    return out
+
+
+def _method_tab(tab: Tab, model: gr.Dropdown) -> None:
+    method = tab.method
+    with gr.Tab(method.title, id=method.name):
+        if method.intro:
+            gr.Markdown(method.intro)
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                prompt = gr.Textbox(EXAMPLES[min(2, len(EXAMPLES) - 1)]["question"], label="Prompt", lines=2,
+                                    elem_id=_elem(tab, "prompt"))
+                _examples(prompt)
+                controls = method.params.controls()
+                params = {name: _control(tab, name, default, hints)
+                          for name, default, hints in controls if not hints.get("advanced")}
+                with gr.Accordion("More parameters", open=False):
+                    params |= {name: _control(tab, name, default, hints)
+                               for name, default, hints in controls if hints.get("advanced")}
+                    seed = gr.Number(tab.default_seed, precision=0, label="Seed (sample i: seed + i)",
+                                     elem_id=_elem(tab, "seed"))
+                params = {name: params[name] for name, _, _ in controls}  # declaration order for the API
+                with gr.Row():
+                    run = gr.Button("▶ Run", variant="primary", elem_classes="dl-run", elem_id=_elem(tab, "run"))
+                    stop = gr.Button("■ Stop", variant="stop", elem_classes="dl-stop", elem_id=_elem(tab, "stop"))
+            with gr.Column(scale=3):
+                status = gr.Markdown("Pick an example and press **Run**.", elem_id=_elem(tab, "status"))
+                scrub: list = []
+                options: dict[str, gr.Number] = {}
+
+                def place_scrubber() -> None:  # the view controls sit below the first panel (the canvas)
+                    scrub.append(gr.Slider(0, 1, 0, step=1, label="Step (available after a run)", interactive=False,
+                                           elem_id=_elem(tab, "scrub")))
+                    if tab.options:
+                        with gr.Row():
+                            options.update({o.name: _option(tab.name, o) for o in tab.options})
+
+                tab.panel_components = _panels(tab.name, tab.panels, place_scrubber)
+                file = gr.DownloadButton("↓ Download trace (JSON)", value=None, size="sm", elem_id=_elem(tab, "file"))
+                extras = getattr(tab.views, "extras", None)  # optional: [(label, HTML or figure)] shown below
+                if callable(extras):
+                    for label, value in extras():
+                        with gr.Accordion(label, open=True):
+                            if isinstance(value, str):
+                                gr.HTML(value)
+                            else:
+                                gr.Plot(value, label=label, show_label=False)
+        trace_state = gr.State(None)
+    outputs = [*tab.panel_components, status, scrub[0], file, trace_state]
+
+    def run_fn(model: str, prompt: str, request: gr.Request, **values) -> Iterator[list]:
+        yield from run_tab(tab, model, prompt, values, request)
+
+    def stop_fn(request: gr.Request, **options) -> list:
+        return stop_tab(tab, request, options)
+
+    def scrub_fn(view: live.TraceView | None, frame: float, **options) -> list:
+        return scrub_tab(tab, view, frame, options)
+
+    event = run.click(run_fn, [model, prompt], outputs, inputs_kwargs={**params, "seed": seed, **options},
+                      api_name=f"run_{tab.name}", show_progress="minimal")
+    stop.click(stop_fn, None, outputs, inputs_kwargs=options, cancels=[event], api_name=f"stop_{tab.name}",
+               concurrency_limit=None)
+    scrub_args = {"fn": scrub_fn, "inputs": [trace_state, scrub[0]], "outputs": tab.panel_components,
+                  "inputs_kwargs": options, "show_progress": "hidden", "trigger_mode": "always_last"}
+    scrub[0].change(**scrub_args, api_name=f"scrub_{tab.name}")
+    for component in options.values():
+        component.change(**scrub_args, api_visibility="private")
+
+
+def _replay_tab(tabs: dict[str, Tab]) -> None:
+    with gr.Tab("Replay a trace", id="replay"):
+        gr.Markdown("Upload a trace downloaded from this app: it replays with no model loaded, in the views of the "
+                    "method that made it.")
+        file = gr.File(label="Trace (.json)", file_types=[".json"], elem_id="replay-file")
+        status = gr.Markdown("", elem_id="replay-status")
+        scrub = gr.Slider(0, 1, 0, step=1, label="Step", interactive=False, elem_id="replay-scrub")
+        groups, panels, options = [], [], {}
+        for tab in tabs.values():
+            with gr.Column(visible=False) as group:
+                panels += _panels(f"replay-{tab.name}", tab.panels)
+                if tab.options:
+                    with gr.Row():
+                        for o in tab.options:
+                            options[f"{tab.name}__{o.name}"] = _option(f"replay-{tab.name}", o)
+            groups.append(group)
+        state = gr.State(None)
+
+    def by_tab(values: dict) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for key, value in values.items():
+            name, _, option = key.partition("__")
+            out.setdefault(name, {})[option] = value
+        return out
+
+    def upload_fn(path: str | None, **values) -> list:
+        return upload_trace(tabs, path, by_tab(values))
+
+    def scrub_fn(view: live.TraceView | None, frame: float, **values) -> list:
+        return scrub_replay(tabs, view, frame, by_tab(values))
+
+    file.upload(upload_fn, [file], [state, scrub, status, *groups, *panels], inputs_kwargs=options,
+                api_name="upload_trace")
+    scrub_args = {"fn": scrub_fn, "inputs": [state, scrub], "outputs": panels, "inputs_kwargs": options,
+                  "show_progress": "hidden", "trigger_mode": "always_last"}
+    scrub.change(**scrub_args, api_name="scrub_replay")
+    for component in options.values():
+        component.change(**scrub_args, api_visibility="private")
+
+
+def _about(tabs: dict[str, Tab]) -> str:
+    parts = []
+    for tab in tabs.values():
+        doc = "\n".join(tab.method.about.strip().splitlines()[:40])
+        if doc:
+            parts.append(f"### {tab.method.title}\n{doc}")
+    return "\n\n".join([*parts, DEVIATIONS])
 
 
 def build() -> gr.Blocks:
-    choices = _model_choices()
-    strategies = list(diffusion.STRATEGIES)
+    tabs = {name: _tab(method) for name, method in methods.all_methods().items()}
+    choices = _model_choices({kind for tab in tabs.values() for kind in tab.method.kinds})
     with gr.Blocks(title="Decoding Lens") as demo:
         gr.Markdown(HEADER)
         with gr.Row(equal_height=True):
@@ -449,130 +592,14 @@ def build() -> gr.Blocks:
                                 allow_custom_value=True, scale=2, elem_id="model")
             model_info = gr.Markdown("", elem_id="model-info")
         model.change(model_status, model, model_info, concurrency_limit=1)
-
         with gr.Tabs():
-            # ---------------- Diffusion
-            with gr.Tab("Diffusion", id="diffusion"):
-                with gr.Row():
-                    with gr.Column(scale=1, min_width=300):
-                        d_prompt = gr.Textbox(EXAMPLES[2]["question"], label="Prompt", lines=2, elem_id="d-prompt")
-                        _examples(d_prompt)
-                        d_strategy = gr.Dropdown(strategies, value="low_confidence" if "low_confidence" in strategies
-                                                 else strategies[0], label="Strategy (which masks to commit)")
-                        d_steps = gr.Slider(1, 512, 40, step=1, label="Steps (forward passes, fixed schedules)", elem_id="d-steps")
-                        d_gen = gr.Slider(8, 512, 80, step=8, label="Answer length (tokens)", elem_id="d-gen")
-                        d_block = gr.Slider(1, 512, 16, step=1, label="Block length (semi-autoregressive)")
-                        with gr.Accordion("More parameters", open=False):
-                            d_temp = gr.Slider(0, 2, 0.0, step=0.05, label="Temperature (0 = greedy)")
-                            d_thr = gr.Slider(0, 1, 0.9, step=0.01, label="Confidence threshold (Fast-dLLM strategy)")
-                            d_ent = gr.Slider(0.01, 3, 0.3, step=0.01, label="Entropy threshold τ (entropy strategy)")
-                            d_seed = gr.Number(0, precision=0, label="Seed")
-                            d_batch = gr.Slider(1, 8, 1, step=1, label="Batch (samples side by side)")
-                        d_run, d_stop = _run_stop_buttons()
-                    with gr.Column(scale=3):
-                        d_status = gr.Markdown("Pick an example and press **Run**.", elem_id="d-status")
-                        d_canvas = gr.HTML(render_canvas([]), elem_id="d-canvas", min_height=120)
-                        d_scrub = gr.Slider(0, 1, 0, step=1, label="Step (available after a run)", interactive=False,
-                                            elem_id="d-scrub")
-                        with gr.Row():
-                            d_heat = gr.Plot(empty_figure("run to see the uncertainty per step"), label="Entropy", scale=3, elem_id="d-heat",
-                                             show_label=False)
-                            with gr.Column(scale=2):
-                                d_pos = gr.Number(-1, precision=0, minimum=-1,
-                                                  label="Top-k position (-1: follow the most uncertain masked one)")
-                                d_topk = gr.Plot(empty_figure("top-k alternatives at one position", 220), label="Top-k", elem_id="d-topk",
-                                                 show_label=False)
-                        d_order = gr.Plot(empty_figure("decode order", 160), label="Decode order", show_label=False,
-                                  elem_id="d-order")
-                        d_file = gr.DownloadButton("↓ Download trace (JSON)", value=None, size="sm")
-                d_trace = gr.State(None)
-                d_outputs = [d_canvas, d_heat, d_order, d_topk, d_status, d_scrub, d_file, d_trace]
-                d_event = d_run.click(
-                    run_diffusion,
-                    [model, d_prompt, d_strategy, d_gen, d_steps, d_block, d_temp, d_thr, d_ent, d_seed, d_batch],
-                    d_outputs, api_name="run_diffusion", show_progress="minimal",
-                )
-                d_stop.click(stop_diffusion, None, d_outputs, cancels=[d_event], api_name="stop",
-                             concurrency_limit=None)
-                d_scrub.change(scrub_diffusion, [d_trace, d_scrub, d_pos], [d_canvas, d_heat, d_order, d_topk],
-                               show_progress="hidden", trigger_mode="always_last", api_name="scrub_diffusion")
-                d_pos.change(scrub_diffusion, [d_trace, d_scrub, d_pos], [d_canvas, d_heat, d_order, d_topk],
-                             show_progress="hidden", trigger_mode="always_last", api_visibility="private")
-
-            # ---------------- Voting
-            with gr.Tab("Voting", id="voting"):
-                gr.Markdown(VOTING_INTRO)
-                with gr.Row():
-                    with gr.Column(scale=1, min_width=300):
-                        v_prompt = gr.Textbox(EXAMPLES[3]["question"], label="Prompt", lines=2, elem_id="v-prompt")
-                        _examples(v_prompt)
-                        v_method = gr.Radio([("dVoting", "dvoting"), ("majority@K", "majority")], value="dvoting",
-                                            label="Method")
-                        v_k = gr.Slider(1, 9, 5, step=1, label="K (samples at most)", elem_id="v-k")
-                        v_tau = gr.Slider(0.01, 2, 0.3, step=0.01, label="τ: commit every masked token with entropy < τ")
-                        v_agree = gr.Slider(0.5, 1, 1.0, step=0.05, label="Agreement share to keep a position (1 = all)")
-                        v_gen = gr.Slider(8, 512, 80, step=8, label="Answer length (tokens)", elem_id="v-gen")
-                        v_batched = gr.Checkbox(False, label="Batched (faster; beyond the reference order)")
-                        with gr.Accordion("More parameters", open=False):
-                            v_temp = gr.Slider(0, 2, 0.6, step=0.05, label="Temperature")
-                            v_block = gr.Slider(1, 512, 16, step=1, label="Block length")
-                            v_seed = gr.Number(42, precision=0, label="Seed of sample 1 (sample i: seed + i)")
-                        v_run, v_stop = _run_stop_buttons()
-                    with gr.Column(scale=3):
-                        v_status = gr.Markdown("Press **Run**: samples appear one after another.", elem_id="v-status")
-                        with gr.Row():
-                            v_tally = gr.HTML("", elem_id="v-tally")
-                            v_meter = gr.HTML("", elem_id="v-meter")
-                        v_grid = gr.Plot(empty_figure("agreement grid", 200), label="Agreement", show_label=False, elem_id="v-grid")
-                        v_canvas = gr.HTML(render_canvas([]), elem_id="v-canvas", min_height=120)
-                        v_scrub = gr.Slider(0, 1, 0, step=1, label="Step (available after a run)", interactive=False,
-                                            elem_id="v-scrub")
-                        v_file = gr.DownloadButton("↓ Download trace (JSON)", value=None, size="sm")
-                        with gr.Accordion("Benchmark: accuracy vs forward passes", open=True):
-                            gr.Plot(bench_figure(load_bench(BENCH_PATH)), label="Benchmark", show_label=False)
-                v_trace = gr.State(None)
-                v_outputs = [v_canvas, v_grid, v_tally, v_meter, v_status, v_scrub, v_file, v_trace]
-                v_event = v_run.click(
-                    run_voting,
-                    [model, v_prompt, v_method, v_k, v_tau, v_agree, v_temp, v_gen, v_block, v_batched, v_seed],
-                    v_outputs, api_name="run_voting", show_progress="minimal",
-                )
-                v_stop.click(stop_voting, None, v_outputs, cancels=[v_event], api_name="stop_voting",
-                             concurrency_limit=None)
-                v_scrub.change(scrub_voting, [v_trace, v_scrub], [v_canvas, v_grid, v_tally, v_meter],
-                               show_progress="hidden", trigger_mode="always_last", api_name="scrub_voting")
-
-            # ---------------- Replay
-            with gr.Tab("Replay a trace", id="replay"):
-                gr.Markdown("Upload a trace downloaded from this app: it replays with no model loaded.")
-                r_file = gr.File(label="Trace (.json)", file_types=[".json"], elem_id="r-file")
-                r_status = gr.Markdown("", elem_id="r-status")
-                r_canvas = gr.HTML("", elem_id="r-canvas")
-                r_scrub = gr.Slider(0, 1, 0, step=1, label="Step", interactive=False, elem_id="r-scrub")
-                with gr.Row():
-                    r_tally = gr.HTML("")
-                    r_meter = gr.HTML("")
-                r_heat = gr.Plot(empty_figure("entropy per step (upload a trace)"), label="Entropy", show_label=False)
-                r_order = gr.Plot(empty_figure("decode order (upload a trace)", 160), label="Decode order",
-                                  show_label=False)
-                r_grid = gr.Plot(empty_figure("agreement grid (voting traces)", 200), label="Agreement (voting traces)",
-                                 show_label=False)
-                r_trace = gr.State(None)
-                r_file.upload(upload_trace, r_file,
-                              [r_trace, r_scrub, r_canvas, r_heat, r_order, r_grid, r_tally, r_meter, r_status],
-                              api_name="upload_trace")
-                r_scrub.change(scrub_replay, [r_trace, r_scrub], [r_canvas, r_heat, r_order, r_grid, r_tally, r_meter],
-                               show_progress="hidden", trigger_mode="always_last", api_name="scrub_replay")
-
+            for tab in tabs.values():
+                _method_tab(tab, model)
+            _replay_tab(tabs)
         with gr.Accordion("About these methods (and where this app deviates from the papers)", open=False):
-            gr.Markdown(ABOUT)
+            gr.Markdown(_about(tabs))
     return demo
 
-
-CSS = """
-.dl-canvas { font-size: 14px; }
-#d-canvas, #v-canvas, #r-canvas { background: #fbfbfd; border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px; }
-"""
 
 if __name__ == "__main__":
     demo = build()

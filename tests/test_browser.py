@@ -39,7 +39,7 @@ LIVE_STATE = """(ids) => ({
 
 ROUND_OBSERVER = """() => {
     window.__dlRounds = [];
-    const tally = document.querySelector('#v-tally');
+    const tally = document.querySelector('#voting-tally');
     const note = () => {
         const m = tally.innerText.match(/round (\\d+)/);
         if (m && window.__dlRounds[window.__dlRounds.length - 1] !== Number(m[1])) window.__dlRounds.push(Number(m[1]));
@@ -80,7 +80,7 @@ def page(app_url: str):  # noqa: F811
         page.on("pageerror", lambda e: errors.append(str(e)))  # e.g. plotly throwing while a plot updates
         page.js_errors = errors
         page.goto(app_url, timeout=120_000)
-        page.wait_for_selector("#d-canvas", timeout=120_000)
+        page.wait_for_selector("#diffusion-canvas", timeout=120_000)
         yield page
         browser.close()
 
@@ -98,53 +98,53 @@ def canvas_html(page, elem_id: str) -> str:
 def test_diffusion_run_and_scrub(page) -> None:
     assert "tiny-dllm" in page.locator("#model input").input_value()  # the zoo dLLM is picked first
     page.get_by_text("L1: 13-2=?").first.click()  # an example problem
-    sync_api.expect(page.locator("#d-prompt textarea")).to_have_value("13-2=?", timeout=60_000)
-    set_slider(page, "d-gen", 48)  # 48 steps: long enough to watch the stream on a fast machine
-    set_slider(page, "d-steps", 48)
-    sync_api.expect(page.locator("#d-steps input[type=number]")).to_have_value("48")
-    sync_api.expect(page.locator("#d-gen input[type=number]")).to_have_value("48")
-    page.locator(".dl-run").first.click()
-    page.wait_for_selector("#d-canvas .dl-mask", timeout=120_000)  # streaming: masked chips first
-    plots = ["d-heat", "d-topk", "d-order"]
-    seen = watch_run(page, "#d-status", "#d-canvas", plots, OUT / "diffusion-midrun.png")
+    sync_api.expect(page.locator("#diffusion-prompt textarea")).to_have_value("13-2=?", timeout=60_000)
+    set_slider(page, "diffusion-gen-length", 48)  # 48 steps: long enough to watch the stream on a fast machine
+    set_slider(page, "diffusion-steps", 48)
+    sync_api.expect(page.locator("#diffusion-steps input[type=number]")).to_have_value("48")
+    sync_api.expect(page.locator("#diffusion-gen-length input[type=number]")).to_have_value("48")
+    page.locator("#diffusion-run").click()
+    page.wait_for_selector("#diffusion-canvas .dl-mask", timeout=120_000)  # streaming: masked chips first
+    plots = ["diffusion-entropy", "diffusion-topk", "diffusion-order"]
+    seen = watch_run(page, "#diffusion-status", "#diffusion-canvas", plots, OUT / "diffusion-midrun.png")
     live = [s for s in seen if "running" in s["status"]]
     # every streamed update carries the step counter; the plots never drop out of the page mid-run
     assert all(re.search(r"step \d+ / 48\b", s["status"]) for s in live), [s["status"] for s in live][:5]
     assert all(all(s["plots"]) for s in seen), "a plot vanished during the run"
     assert not page.js_errors, page.js_errors
-    final = canvas_html(page, "d-canvas")
+    final = canvas_html(page, "diffusion-canvas")
     assert "dl-chip" in final and "dl-mask" not in final
     if SHIPPED_ZOO.is_file():  # the trained zoo writes the answer line; a random test zoo may not
-        assert re.search(r"answer #\d+", page.locator("#d-canvas").inner_text())
-    assert page.locator("#d-heat [data-testid=plotly] .heatmaplayer").count() == 1  # the real heatmap, drawn
+        assert re.search(r"answer #\d+", page.locator("#diffusion-canvas").inner_text())
+    assert page.locator("#diffusion-entropy [data-testid=plotly] .heatmaplayer").count() == 1  # the real heatmap, drawn
     page.screenshot(path=str(OUT / "diffusion-final.png"), full_page=True)
 
-    set_slider(page, "d-scrub", 3)  # scrub back: masks come back
-    page.wait_for_function("() => document.querySelector('#d-canvas .dl-mask') !== null", timeout=60_000)
-    sync_api.expect(page.locator("#d-canvas")).to_contain_text("step 3")
-    assert "step 3" in page.locator("#d-canvas").inner_text()
+    set_slider(page, "diffusion-scrub", 3)  # scrub back: masks come back
+    page.wait_for_function("() => document.querySelector('#diffusion-canvas .dl-mask') !== null", timeout=60_000)
+    sync_api.expect(page.locator("#diffusion-canvas")).to_contain_text("step 3")
+    assert "step 3" in page.locator("#diffusion-canvas").inner_text()
     page.screenshot(path=str(OUT / "diffusion-scrubbed.png"), full_page=True)
 
 
 def test_voting_rounds_appear_in_turn(page) -> None:
     page.get_by_role("tab", name="Voting").click()
-    page.wait_for_selector("#v-canvas", state="visible", timeout=60_000)
-    set_slider(page, "v-k", 3)
-    set_slider(page, "v-gen", 48)
-    sync_api.expect(page.locator("#v-k input[type=number]")).to_have_value("3")
-    sync_api.expect(page.locator("#v-gen input[type=number]")).to_have_value("48")
+    page.wait_for_selector("#voting-canvas", state="visible", timeout=60_000)
+    set_slider(page, "voting-k", 3)
+    set_slider(page, "voting-gen-length", 48)
+    sync_api.expect(page.locator("#voting-k input[type=number]")).to_have_value("3")
+    sync_api.expect(page.locator("#voting-gen-length input[type=number]")).to_have_value("48")
     # The page itself notes each round the tally shows (a MutationObserver): no round is missed however
     # slowly this test polls (a fast run can show round 1 for a fraction of a second).
     page.evaluate(ROUND_OBSERVER)
-    page.locator(".dl-run").nth(1).click()
-    states = watch_run(page, "#v-status", "#v-canvas", ["v-grid"], OUT / "voting-midrun.png")
+    page.locator("#voting-run").click()
+    states = watch_run(page, "#voting-status", "#voting-canvas", ["voting-grid"], OUT / "voting-midrun.png")
     seen = page.evaluate("() => window.__dlRounds")
-    sync_api.expect(page.locator("#v-tally")).to_contain_text("final answer")
+    sync_api.expect(page.locator("#voting-tally")).to_contain_text("final answer")
     live = [s for s in states if "running" in s["status"]]
     assert all(re.search(r"sample \d+ / 3 · step \d+", s["status"]) for s in live), [s["status"] for s in live][:5]
     assert all(all(s["plots"]) for s in states), "the agreement grid vanished during the run"
     assert not page.js_errors, page.js_errors
-    assert "final answer" in page.locator("#v-tally").inner_text()
+    assert "final answer" in page.locator("#voting-tally").inner_text()
     assert seen == sorted(seen) and len(seen) >= 2, f"rounds seen: {seen}"  # one after another, in order
-    assert page.locator("#v-canvas .dl-row").count() >= 2  # one canvas line per sample
+    assert page.locator("#voting-canvas .dl-row").count() >= 2  # one canvas line per sample
     page.screenshot(path=str(OUT / "voting-final.png"), full_page=True)

@@ -3,8 +3,6 @@ engine, and batched vs reference-order dVoting on the zoo model at temperature 0
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from decoding import voting

@@ -112,9 +112,11 @@ def entropy_heatmap(state: State, seq: int | None = None) -> go.Figure:
                 hovertemplate="step %{y} · pos %{x}<br>committed now: token %{text}<extra></extra>",
             )
         )
-    return figure(data, f"Uncertainty per step ({_sample(s)}): dark = unsure, blank = decided, dot = committed", 320,
+    title = f"Uncertainty per step ({_sample(s)})<br><sup>dark = unsure · blank = decided · dot = committed</sup>"
+    return figure(data, title, 320,
                   xaxis={"title": _title("position in the answer")},
-                  yaxis={"title": _title("step"), "autorange": "reversed"})
+                  yaxis={"title": _title("step"), "autorange": "reversed"},
+                  margin={"l": 60, "r": 20, "t": 60, "b": 40})
 
 
 def decode_order(state: State) -> go.Figure:

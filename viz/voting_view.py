@@ -69,6 +69,14 @@ def render(state: State, meta: Meta | None, *, plots: bool = True) -> dict[str, 
     }
 
 
+BENCH_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "voting.json"
+
+
+def extras() -> list[tuple[str, object]]:
+    """Shown below the tab: the measured accuracy against forward passes (examples/bench/voting.json)."""
+    return [("Benchmark: accuracy vs forward passes", bench_figure(load_bench(BENCH_PATH)))]
+
+
 def progress(state: State, meta: Meta | None) -> str:
     """The status line (Markdown): "▶ **running** · sample 3 / 5 · step 12 (at most 48) · 2 samples finished"
     (the step counts from the sample's first pass); once the run has ended, its summary."""
