@@ -1,9 +1,11 @@
-"""Benchmarks: `python -m decoding.bench diffusion|voting [options]`.
+"""Benchmarks: `python -m decoding.bench diffusion|voting|overhead|trace_size [options]`.
 
 Each subcommand is a module with `add_arguments(parser)` and `main(args)`, registered in SUBCOMMANDS.
+(`python -m decoding run ...` is the headless runner of one method; this is the benchmark entry.)
 
-`diffusion`: every decoding strategy of the engine on a seeded sample of the held-out set (spread over the
-levels): accuracy (task.extract_answer vs the answer), forward passes per problem and wall time per problem.
+`diffusion`: every decoding strategy of the engine, run through the method registry, on a seeded sample of
+the held-out set (spread over the levels): accuracy (the zoo task's answer vs the expected one, as strings),
+forward passes per problem (the run's `RunEnd.nfe`) and wall time per problem.
 Prints a markdown table and writes `examples/bench/diffusion.json`:
 [{method, strategy, model, params, accuracy, nfe, seconds, n, by_level: {level: {accuracy, nfe, seconds, n}}}, ...].
 """
@@ -17,14 +19,16 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from decoding import task
-from decoding.diffusion import DiffusionParams, denoise
-from decoding.trace import Event, RunEnd
+from decoding.diffusion import DiffusionParams
+from decoding.tasks import TASKS
+from decoding.trace import RunEnd
+
+TASK = TASKS["zoo"]  # formats the held-out questions and reads the answers (strings)
 
 OUT_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "diffusion.json"
 
@@ -32,6 +36,8 @@ OUT_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "diff
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "diffusion": ("decoding strategies of the masked-diffusion engine", "decoding.bench"),
     "voting": ("single sample vs majority voting vs dVoting", "decoding.bench_voting"),
+    "overhead": ("engine + recording vs a bare LLaDA loop, ms per step", "decoding.bench_overhead"),
+    "trace_size": ("bytes of a trace per method on the zoo dLLM", "decoding.bench_trace_size"),
 }
 
 
@@ -41,14 +47,14 @@ def methods(gen_length: int, block_length: int) -> dict[str, DiffusionParams]:
     half = gen_length // 2
     return {
         f"low_confidence (steps {gen_length})": base,
-        f"low_confidence (steps {half})": replace(base, steps=half),
-        f"random (steps {half})": replace(base, strategy="random", steps=half),
-        f"maskgit_plus (steps {half})": replace(base, strategy="maskgit_plus", steps=half),
-        f"topk_margin (steps {half})": replace(base, strategy="topk_margin", steps=half),
-        f"entropy (steps {half})": replace(base, strategy="entropy", steps=half),
-        "threshold 0.9": replace(base, strategy="threshold", threshold=0.9),
-        "threshold 0.7": replace(base, strategy="threshold", threshold=0.7),
-        "entropy_threshold 0.3": replace(base, strategy="entropy_threshold", entropy_threshold=0.3),
+        f"low_confidence (steps {half})": base.replace(steps=half),
+        f"random (steps {half})": base.replace(strategy="random", steps=half),
+        f"maskgit_plus (steps {half})": base.replace(strategy="maskgit_plus", steps=half),
+        f"topk_margin (steps {half})": base.replace(strategy="topk_margin", steps=half),
+        f"entropy (steps {half})": base.replace(strategy="entropy", steps=half),
+        "threshold 0.9": base.replace(strategy="threshold", threshold=0.9),
+        "threshold 0.7": base.replace(strategy="threshold", threshold=0.7),
+        "entropy_threshold 0.3": base.replace(strategy="entropy_threshold", entropy_threshold=0.3),
     }
 
 
@@ -69,7 +75,16 @@ def _summary(rows: list[tuple[bool, int, float]]) -> dict:
             "seconds": sum(r[2] for r in rows) / n, "n": n}
 
 
-Method = Callable[[object, str], Iterator[Event]]  # (adapter, prompt) -> a run's events, ending in RunEnd
+Method = Callable[[object, str], Iterator[object]]  # (adapter, formatted prompt) -> a run's events, ending in RunEnd
+
+
+def registry_method(name: str, params, seed: int | None = None) -> Method:
+    """A registered method's decoder with fixed params, the zoo task and (if given) the seed."""
+    from decoding import methods as registry
+
+    decode = registry.get(name).decode
+    extra = {} if seed is None else {"seed": seed}
+    return lambda adapter, prompt: decode(adapter, prompt, params, task=TASK, **extra)
 
 
 def run_method(adapter, method: Method, problems: list[task.Problem]) -> dict:
@@ -77,8 +92,8 @@ def run_method(adapter, method: Method, problems: list[task.Problem]) -> dict:
     per_level: dict[int, list[tuple[bool, int, float]]] = {}
     for problem in problems:
         t0 = time.perf_counter()
-        end = [e for e in method(adapter, problem.prompt) if isinstance(e, RunEnd)][-1]
-        per_level.setdefault(problem.level, []).append((end.answer == problem.answer, end.nfe,
+        end = [e for e in method(adapter, TASK.format_prompt(problem.question)) if isinstance(e, RunEnd)][-1]
+        per_level.setdefault(problem.level, []).append((TASK.is_correct(end.answer, str(problem.answer)), end.nfe,
                                                         time.perf_counter() - t0))
     result = _summary([row for rows in per_level.values() for row in rows])
     result["by_level"] = {str(lv): _summary(rows) for lv, rows in sorted(per_level.items())}
@@ -130,10 +145,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     for name, params in methods(gen_length, args.block_length).items():
         if keep and not any(k in name for k in keep):
             continue
-        def method(a, prompt: str, params: DiffusionParams = params) -> Iterator[Event]:
-            return denoise(a, prompt, params, seed=args.seed)
-
-        result = {"method": name, "strategy": params.strategy, "model": args.model, "params": asdict(params),
+        method = registry_method("diffusion", params, seed=args.seed)
+        result = {"method": name, "strategy": params.strategy, "model": args.model, "params": params.model_dump(),
                   **run_method(adapter, method, problems)}
         print(f"{name}: {result['accuracy']:.1%} @ {result['nfe']:.1f} passes, {result['seconds']:.3f} s", flush=True)
         results.append(result)

@@ -3,7 +3,8 @@
 For each method: accuracy, forward passes per problem (summed over samples, finished rows not counted),
 wall time per problem, overall and per level. Prints a markdown table and writes
 `examples/bench/voting.json`: [{method, accuracy, nfe, seconds, n, by_level: {level: {...}}}, ...], the
-points of the app's accuracy-vs-forward-passes figure.
+points of the app's accuracy-vs-forward-passes figure. Every method runs through the registry's `voting`
+entry (its `method` parameter picks majority@K or dVoting); samples are seeded 42, 43, ... as the reference.
 
 Baselines as in the paper: the single sample and majority@K decode with the fixed low-confidence
 schedule, one token per forward pass (steps = gen_length); the single sample is greedy, majority@K samples
@@ -13,24 +14,27 @@ at the voting temperature. dVoting decodes adaptively (entropy threshold τ).
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, replace
 from pathlib import Path
 
 from decoding import task
-from decoding.bench import Method, load_model, pick_problems, report, run_method
-from decoding.voting import VotingParams, dvoting, majority_vote
+from decoding.bench import Method, load_model, pick_problems, registry_method, report, run_method
 
 OUT_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "voting.json"
 
 
-def methods(params: VotingParams) -> dict[str, Method]:
-    fixed = params.gen_length  # one token per forward pass
+def settings(params) -> dict:
+    """The compared methods' VotingParams: the baselines on the fixed schedule, one token per pass."""
+    fixed = params.gen_length
     return {
-        "single": lambda a, p: majority_vote(a, p, replace(params, k=1, temperature=0.0), steps=fixed),
-        f"majority@{params.k}": lambda a, p: majority_vote(a, p, params, steps=fixed),
-        "dvoting": lambda a, p: dvoting(a, p, replace(params, batched=False)),
-        "dvoting_batched": lambda a, p: dvoting(a, p, replace(params, batched=True)),
+        "single": params.replace(method="majority", k=1, temperature=0.0, steps=fixed),
+        f"majority@{params.k}": params.replace(method="majority", steps=fixed),
+        "dvoting": params.replace(method="dvoting", batched=False),
+        "dvoting_batched": params.replace(method="dvoting", batched=True),
     }
+
+
+def methods(params) -> dict[str, Method]:
+    return {name: registry_method("voting", p) for name, p in settings(params).items()}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,17 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> list[dict]:
+    from decoding.voting import VotingParams
+
     adapter, gen_length = load_model(args)
     params = VotingParams(k=args.k, tau=args.tau, temperature=args.temperature, gen_length=gen_length,
                           block_length=16 if gen_length % 16 == 0 else gen_length)
     problems = pick_problems(args.n, level=args.level)
     chosen = {m.strip() for m in args.methods.split(",") if m.strip()}
     results = []
-    for name, method in methods(params).items():
+    for name, p in settings(params).items():
         if chosen and name not in chosen:
             continue
-        result = {"method": name, "model": args.model, "params": asdict(params),
-                  **run_method(adapter, method, problems)}
+        result = {"method": name, "model": args.model, "params": p.model_dump(),
+                  **run_method(adapter, registry_method("voting", p), problems)}
         print(f"{name}: {result['accuracy']:.1%} @ {result['nfe']:.1f} passes, {result['seconds']:.3f} s", flush=True)
         results.append(result)
     report(results, args.out)

@@ -230,15 +230,36 @@ def gumbel_argmax(logits: torch.Tensor, temperature: float, gens: list[torch.Gen
 
 def entropy_of(logits: torch.Tensor, probs: torch.Tensor, exact: bool = False) -> torch.Tensor:
     """Entropy (nats) of softmax(logits). `exact`: as dVoting's reference computes it (float64,
-    -sum p log(p + 1e-12)), for the strategy that thresholds it; else one fused pass: logsumexp - E[logits]."""
+    -sum p log(p + 1e-12)), for the strategy that thresholds it; else -sum p log p from the softmax already
+    computed (two kernels; logsumexp - E[logits] takes four full-vocabulary passes more in eager PyTorch)."""
     if exact:
         p = torch.softmax(logits.double(), -1)
         return -(p * torch.log(p + 1e-12)).sum(-1).float()
-    return torch.logsumexp(logits, -1) - (probs * logits).sum(-1)
+    return torch.special.entr(probs).sum(-1)
+
+
+def topk_last(x: torch.Tensor, k: int, chunk: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.topk(x, k, dim=-1) (values, indices) for a long last dimension in about one read of x (torch.topk
+    makes ~9 passes over a 126k vocabulary): the k largest values lie in the k chunks with the largest maxima,
+    so rank the chunk maxima, then take the top k of those k chunks (and the tail that fills no chunk).
+    Same values as torch.topk; among exactly tied values the index chosen may differ."""
+    n = x.shape[-1] // chunk
+    if n < 4 * k:
+        return x.topk(k, dim=-1)
+    head = x[..., : n * chunk].unflatten(-1, (n, chunk))
+    best = head.amax(-1).topk(k, dim=-1).indices  # [..., k] chunks
+    values = head.gather(-2, best[..., None].expand(*best.shape, chunk)).flatten(-2)  # [..., k * chunk]
+    ids = (best[..., None] * chunk + torch.arange(chunk, device=x.device)).flatten(-2)
+    if n * chunk < x.shape[-1]:
+        tail = x[..., n * chunk:]
+        values = torch.cat([values, tail], -1)
+        ids = torch.cat([ids, torch.arange(n * chunk, x.shape[-1], device=x.device).expand(*tail.shape)], -1)
+    top = values.topk(k, dim=-1)
+    return top.values, ids.gather(-1, top.indices)
 
 
 def model_logits(adapter, x: torch.Tensor, prompt_length: int, mask_id: int, cfg_scale: float) -> torch.Tensor:
-    """Logits [A, L, V] of the answer region (float32, Dream shift applied by the adapter); CFG optional."""
+    """Logits [A, P + L, V] of the whole rows (float32, Dream shift applied by the adapter); CFG optional."""
     if cfg_scale > 0:
         un = x.clone()
         un[:, :prompt_length] = mask_id  # LLaDA: the unconditional copy has its prompt masked
@@ -246,7 +267,7 @@ def model_logits(adapter, x: torch.Tensor, prompt_length: int, mask_id: int, cfg
         logits = uncond + (cfg_scale + 1) * (cond - uncond)
     else:
         logits = adapter.logits(x)
-    return logits[:, prompt_length:]
+    return logits
 
 
 def schedule_count(masked_in_block: torch.Tensor, steps_left: int) -> torch.Tensor:
@@ -268,8 +289,11 @@ def step(adapter, x: torch.Tensor, prompt_length: int, mask_id: int, in_block: t
     Returns the StepState with `commit` set: x[:, prompt_length:] takes x0 where commit is True."""
     answer = x[:, prompt_length:]
     masked = answer == mask_id
-    logits = model_logits(adapter, x, prompt_length, mask_id, params.cfg_scale)
-    probs = torch.softmax(logits, -1)  # the full vocabulary, [MASK] included (LLaDA's confidence)
+    rows = model_logits(adapter, x, prompt_length, mask_id, params.cfg_scale)
+    logits = rows[:, prompt_length:]
+    # The full vocabulary, [MASK] included (LLaDA's confidence). Batched, the answer slice is strided and softmax
+    # would copy it first: over the whole contiguous rows it is faster (on a GPU) than over the slice.
+    probs = torch.softmax(logits if logits.is_contiguous() else rows, -1)[:, -logits.shape[1]:]
     entropy = entropy_of(logits, probs, exact=params.strategy == "entropy_threshold")
     logits[..., mask_id] = -torch.inf  # [MASK] is never the chosen token
     x0 = torch.where(masked, gumbel_argmax(logits, params.temperature, gens), answer)
@@ -307,12 +331,13 @@ def _text(adapter, ids: list[int]) -> str:
 
 def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, task=None,
             init_canvas: list[list[int]] | None = None, should_stop: Callable[[], bool] | None = None,
-            rows: list[int] | None = None, run_events: bool = True,
-            first_step: int = 0) -> Generator[object, None, Decoded]:
+            rows: list[int] | None = None, run_events: bool = True, first_step: int = 0,
+            recorder: Recorder | None = None) -> Generator[object, None, Decoded]:
     """Decode `prompt`: RunStart, per pass a `propose` and a `commit` delta per row, a finished Node per row,
     RunEnd (run events left out when run_events=False). `init_canvas[row][pos]`: mask_id where the row must be
     decoded; other tokens are kept (a `keep` delta). `rows` labels the batch rows (sample ids, also their seed
-    offsets); steps are numbered from first_step + 1. `task.extract_answer` reads each row's answer."""
+    offsets); steps are numbered from first_step + 1. `task.extract_answer` reads each row's answer. A run that
+    decodes several times (voting) passes its own `recorder`, so each token id is named once per trace."""
     if adapter.kind == "native_diffusion":
         from decoding.native_diffusion import denoise_native
 
@@ -333,7 +358,7 @@ def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, tas
     P = len(prompt_ids)
     x = torch.tensor([prompt_ids + list(c) for c in init_canvas], dtype=torch.long, device=dev)
     gens = [torch.Generator(device=dev).manual_seed(seed + r) for r in rows]
-    rec = Recorder(adapter.token_text, params.top_k)
+    rec = recorder or Recorder(adapter.token_text)
     if run_events:
         yield RunStart(method="diffusion", prompt=prompt, prompt_ids=prompt_ids, rows=n_rows, length=L,
                        mask_id=mask_id)
@@ -373,14 +398,18 @@ def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, tas
                 first, in_block = leftmost_block(masked[work], params.block_length)
                 block, k = int(first.min()), None  # events carry one block: the leftmost
             # 2. One pass over the working rows: predict, choose, pick the commits (all on the device).
-            idx = torch.tensor(work, device=dev)
-            s = step(adapter, x[idx], P, mask_id, in_block, k, params, [gens[i] for i in work])
-            x[idx, P:] = torch.where(s.commit, s.x0, x[idx, P:])
+            if len(work) == n_rows:  # every row works (the usual case): no gather / scatter, no index copy
+                s = step(adapter, x, P, mask_id, in_block, k, params, gens)
+                x[:, P:] = torch.where(s.commit, s.x0, x[:, P:])
+            else:
+                idx = torch.tensor(work, device=dev)
+                s = step(adapter, x[idx], P, mask_id, in_block, k, params, [gens[i] for i in work])
+                x[idx, P:] = torch.where(s.commit, s.x0, x[idx, P:])
             step_no += 1
             nfe += per_pass
             for i in work:
                 row_nfe[i] += per_pass
-            top_p, top_ids = s.probs.topk(params.top_k, dim=-1)
+            top_p, top_ids = topk_last(s.probs, params.top_k)
             staged = rec.stage(step_no, [rows[i] for i in work], block, s.x0, s.masked, s.commit, s.confidence,
                                s.entropy, top_ids, top_p)
             # 3. Events of the previous pass, built while the device runs this one.

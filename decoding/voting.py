@@ -45,6 +45,7 @@ from pydantic import model_validator
 
 from decoding.diffusion import DiffusionParams, denoise
 from decoding.params import Params, ui
+from decoding.record import Recorder
 from decoding.trace import RunEnd, RunStart, Selection
 
 STOP_REASONS = ("majority", "all_agree", "max_samples")
@@ -204,8 +205,9 @@ class _Sample:
 class _Votes:
     """The samples finished so far, in sample order, and what a round's Selection reports about them."""
 
-    def __init__(self, mask_id: int, agreement: float):
-        self.mask_id, self.agreement = mask_id, agreement
+    def __init__(self, adapter, agreement: float):
+        self.mask_id, self.agreement = adapter.mask_id, agreement
+        self.recorder = Recorder(adapter.token_text)  # one per run: each token id is named once in the trace
         self.samples: list[_Sample] = []
         self.unfinished_nfe = 0  # passes of a decode the user stopped: paid for, no sample
         self.steps = 0  # the run-wide step counter (samples decode one after another)
@@ -237,7 +239,7 @@ def _decode(adapter, prompt: str, params: DiffusionParams, rows: list[int], star
     events and returns the finished samples ([] when the user stopped it, its cost then going to
     votes.unfinished_nfe)."""
     done = yield from denoise(adapter, prompt, params, seed, task=task, init_canvas=starts, should_stop=should_stop,
-                              rows=rows, run_events=False, first_step=votes.steps)
+                              rows=rows, run_events=False, first_step=votes.steps, recorder=votes.recorder)
     votes.steps = done.steps
     if done.stopped and any(adapter.mask_id in c for c in done.canvas):  # stopped before every row finished
         votes.unfinished_nfe += sum(done.row_nfe)
@@ -246,12 +248,10 @@ def _decode(adapter, prompt: str, params: DiffusionParams, rows: list[int], star
                     nfe=done.row_nfe[i]) for i, r in enumerate(rows)]
 
 
-def _run_start(adapter, prompt: str, params: VotingParams) -> list:
-    from decoding.record import Recorder
-
+def _run_start(adapter, prompt: str, params: VotingParams, votes: _Votes) -> list:
     ids = adapter.encode_prompt(prompt)
     return [RunStart(method="voting", prompt=prompt, prompt_ids=ids, rows=params.k, length=params.gen_length,
-                     mask_id=adapter.mask_id), *Recorder(adapter.token_text, 1).name(ids)]
+                     mask_id=adapter.mask_id), *votes.recorder.name(ids)]
 
 
 def _run_end(votes: _Votes, t0: float, stopped: bool, reason: str | None, params: VotingParams) -> RunEnd:
@@ -267,8 +267,8 @@ def majority_vote(adapter, prompt: str, params: VotingParams, *, task=None, seed
     (entropy threshold τ, as dVoting does); > 0 uses the fixed low-confidence schedule with that many steps
     (the paper's baseline)."""
     t0 = time.perf_counter()
-    yield from _run_start(adapter, prompt, params)
-    votes = _Votes(adapter.mask_id, params.agreement)
+    votes = _Votes(adapter, params.agreement)
+    yield from _run_start(adapter, prompt, params, votes)
     rows = list(range(params.k))
     starts = [[adapter.mask_id] * params.gen_length for _ in rows]
     votes.samples = yield from _decode(adapter, prompt, params.diffusion(params.k), rows, starts, seed, task,
@@ -283,9 +283,9 @@ def dvoting(adapter, prompt: str, params: VotingParams, *, task=None, seed: int 
             should_stop: Callable[[], bool] | None = None) -> Generator:
     """dVoting: samples one at a time in the reference order, or (params.batched) in two batches."""
     t0 = time.perf_counter()
-    yield from _run_start(adapter, prompt, params)
     k, mask_id = params.k, adapter.mask_id
-    votes = _Votes(mask_id, params.agreement)
+    votes = _Votes(adapter, params.agreement)
+    yield from _run_start(adapter, prompt, params, votes)
     fully_masked = [mask_id] * params.gen_length
     # Groups of samples decoded together: the reference runs one at a time.
     groups = [list(range(n_fresh(k))), list(range(n_fresh(k), k))] if params.batched else [[i] for i in range(k)]

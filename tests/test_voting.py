@@ -8,7 +8,7 @@ import pytest
 from decoding import voting
 from decoding.diffusion import Decoded
 from decoding.tasks import TASKS
-from decoding.trace import Node, RunEnd, RunStart, Selection, Tokens
+from decoding.trace import Node, RunEnd, RunStart, Selection, Tokens, Vocab
 from decoding.voting import (
     VotingParams,
     agreement_grid,
@@ -139,7 +139,8 @@ def scripted_engine(monkeypatch, answers: list[int | None], canvases: list[list[
     canvases = canvases or [[r] * GEN for r in range(len(answers))]
     calls: list[dict] = []
 
-    def denoise(adapter, prompt, params, seed, *, task, init_canvas, should_stop, rows, run_events, first_step):
+    def denoise(adapter, prompt, params, seed, *, task, init_canvas, should_stop, rows, run_events, first_step,
+                recorder):
         assert run_events is False
         calls.append({"rows": list(rows), "init": [list(c) for c in init_canvas], "seed": seed,
                       "strategy": params.strategy, "first_step": first_step})
@@ -239,7 +240,8 @@ def test_stop_button_ends_the_run(monkeypatch) -> None:
 
 
 def test_a_stopped_decode_still_counts_its_passes(monkeypatch) -> None:
-    def denoise(adapter, prompt, params, seed, *, task, init_canvas, should_stop, rows, run_events, first_step):
+    def denoise(adapter, prompt, params, seed, *, task, init_canvas, should_stop, rows, run_events, first_step,
+                recorder):
         half = [[7] * (GEN // 2) + [M] * (GEN // 2) for _ in rows]  # stopped halfway: masks left
         yield Tokens(seq=rows[0], step=first_step + 1, action="commit", pos=[0], ids=[7])
         return Decoded(canvas=half, texts=[""] * len(rows), answers=[None] * len(rows), row_nfe=[3] * len(rows),
@@ -273,3 +275,5 @@ def test_batched_and_reference_order_agree_at_temperature_zero(zoo_dir) -> None:
     steps = [e.step for e in deltas]
     assert steps == sorted(steps) and max(steps) == end.nfe
     assert sum(isinstance(e, Node) for e in events) == len(rounds)
+    named = [i for e in events if isinstance(e, Vocab) for i in e.ids]
+    assert len(named) == len(set(named))  # each token id is named once per trace, across samples

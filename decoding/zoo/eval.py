@@ -3,8 +3,9 @@
     python -m decoding.zoo.eval [--n 60] [--models tiny-dllm tiny-ar tiny-prm] [--samples 8]
 
 quick_eval (the training-side yardstick) batches many problems through its own decoding loop; this script
-checks what a user actually gets: `decoding.models.load(name)`, the dLLM through `denoise` (low_confidence,
-40 steps, blocks of 16, gen_length 80: the app's default), the AR model through HF `generate`, the PRM read
+checks what a user actually gets: `decoding.models.load(name)`, the dLLM through the registry's `diffusion`
+method (low_confidence, 40 steps, blocks of 16, gen_length 80: the app's default; each sample's text read from
+its `Node` event), answers read by the zoo task (strings), the AR model through HF `generate`, the PRM read
 through `adapter.logits` at each step delimiter. It prints a markdown table and writes examples/zoo_eval.json,
 the single source of truth for the model cards and tests/test_zoo.py.
 """
@@ -20,16 +21,18 @@ from pathlib import Path
 
 import torch
 
-from decoding import task
-from decoding.diffusion import DiffusionParams, denoise
+from decoding import methods, task
+from decoding.diffusion import DiffusionParams
 from decoding.models import ZOO_NAMES, Adapter, load
-from decoding.trace import DecodeDone
+from decoding.tasks import TASKS
+from decoding.trace import Node
 from decoding.voting import majority
 from decoding.zoo.quick_eval import TEMPERATURE, auroc
 from decoding.zoo.train import corrupt
 
 OUT_PATH = Path(__file__).resolve().parents[2] / "examples" / "zoo_eval.json"
 SEED = 0
+TASK = TASKS["zoo"]  # reads answers as strings; compared with str(problem.answer)
 # The app's default dLLM path (the engine's defaults spelled out, so a change there shows up here).
 ENGINE = {"strategy": "low_confidence", "steps": 40, "block_length": 16, "gen_length": 80}
 # The issue's targets (build_zoo's selection rule uses the same numbers).
@@ -59,10 +62,14 @@ def heldout_sample(n: int, seed: int = SEED) -> list[task.Problem]:
 
 
 def dllm_texts(adapter: Adapter, prompt: str, temperature: float, samples: int, seed: int = SEED) -> list[str]:
-    """One batched `denoise` run (row i seeded seed + i); the texts of its DecodeDone event."""
+    """One batched run of the registry's diffusion method (row i seeded seed + i); each row's text from the
+    last Node event of that row."""
     params = DiffusionParams(**ENGINE, temperature=temperature, batch=samples)
-    done = [e for e in denoise(adapter, prompt, params, seed=seed) if isinstance(e, DecodeDone)]
-    return done[-1].texts
+    texts: dict[int, str] = {}
+    for e in methods.get("diffusion").decode(adapter, prompt, params, task=TASK, seed=seed):
+        if isinstance(e, Node) and e.seq is not None:
+            texts[e.seq] = e.text or ""
+    return [texts[i] for i in range(samples)]
 
 
 def _until_eos(adapter: Adapter, ids: list[int]) -> str:
@@ -100,31 +107,34 @@ def run_generator(adapter: Adapter, probs: list[task.Problem], samples: int) -> 
     generate = GENERATE[adapter.kind]
     greedy, sampled, t0 = [], [], time.perf_counter()
     for i, p in enumerate(probs):
-        greedy.append(task.extract_answer(generate(adapter, p.prompt, 0.0, 1)[0]))
-        sampled.append(generate(adapter, p.prompt, TEMPERATURE, samples))
+        prompt = TASK.format_prompt(p.question)
+        greedy.append(TASK.extract_answer(generate(adapter, prompt, 0.0, 1)[0]))
+        sampled.append(generate(adapter, prompt, TEMPERATURE, samples))
         if (i + 1) % 20 == 0:
             _log(f"  {adapter.spec}: {i + 1}/{len(probs)} problems, {time.perf_counter() - t0:.0f}s")
     seconds = time.perf_counter() - t0
-    answers = [[task.extract_answer(t) for t in row] for row in sampled]
+    answers = [[TASK.extract_answer(t) for t in row] for row in sampled]
     metrics = generator_metrics(probs, greedy, answers)
     metrics |= {"wall_seconds": round(seconds, 1), "seconds_per_problem": round(seconds / len(probs), 3)}
     return metrics, sampled
 
 
-def generator_metrics(probs: list[task.Problem], greedy: list[int | None], answers: list[list[int | None]]) -> dict:
+def generator_metrics(probs: list[task.Problem], greedy: list[str | None], answers: list[list[str | None]]) -> dict:
     """quick_eval.generator_metrics' keys (greedy, single, maj@5, pass@8, per level) plus maj@8; the vote is
-    the app's (`voting.majority`: most common answer, ties to the first seen)."""
+    the app's (`voting.majority`: most common answer, ties to the first seen). Answers are the zoo task's
+    strings, compared with str(problem.answer)."""
     mean = lambda xs: round(sum(xs) / len(xs), 4)
     rows = []
     for p, g, a in zip(probs, greedy, answers):
+        expected = str(p.answer)
         rows.append(
             {
                 "level": p.level,
-                "greedy": g == p.answer,
-                "single": sum(x == p.answer for x in a) / len(a),
-                "maj@5": majority(a[:5]) == p.answer,
-                "maj@8": majority(a) == p.answer,
-                "pass@8": p.answer in a,
+                "greedy": g == expected,
+                "single": sum(x == expected for x in a) / len(a),
+                "maj@5": majority(a[:5]) == expected,
+                "maj@8": majority(a) == expected,
+                "pass@8": expected in a,
             }
         )
     out = {k: mean([r[k] for r in rows]) for k in ("greedy", "single", "maj@5", "maj@8", "pass@8")}
@@ -265,7 +275,7 @@ def evaluate(models: list[str], n: int, samples: int, seed: int = SEED) -> dict:
         results[name] = {"synthetic": prm_auroc(adapter, synthetic_chains(probs))}
         if ar_samples is None:  # the PRM alone: draw the real chains it is scored on
             ar = load("tiny-ar", "cpu")
-            ar_samples = [ar_texts(ar, p.prompt, TEMPERATURE, samples) for p in probs]
+            ar_samples = [ar_texts(ar, TASK.format_prompt(p.question), TEMPERATURE, samples) for p in probs]
         real = [(p, t) for p, row in zip(probs, ar_samples) for t in row if task.split_steps(t)]
         results[name]["real_tiny_ar"] = prm_auroc(adapter, real)
         results[name]["wall_seconds"] = round(time.perf_counter() - t0, 1)

@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 
 from decoding import task
+from decoding.tasks import TASKS
 from decoding.zoo.train import GEN_LENGTH, Encoder, corrupt
 
 TEMPERATURE = 1.0  # sampled accuracy is measured at T = 1: the model's own distribution
+TASK = TASKS["zoo"]  # reads answers as strings, compared with str(problem.answer)
 
 
 def _left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,14 +83,15 @@ def generator_metrics(generate, model, tok, probs: list[task.Problem], n_samples
     prompts = [p.prompt for p in probs]
     greedy = generate(model, tok, prompts, 0.0, 0)
     samples = [generate(model, tok, prompts, TEMPERATURE, 1 + s) for s in range(n_samples)]
-    answers = [[task.extract_answer(samples[s][i]) for s in range(n_samples)] for i in range(len(probs))]
+    answers = [[TASK.extract_answer(samples[s][i]) for s in range(n_samples)] for i in range(len(probs))]
     by_level: dict[int, list[tuple[bool, bool]]] = {}
     rows = []
     for i, p in enumerate(probs):
-        single = sum(a == p.answer for a in answers[i]) / n_samples
+        expected = str(p.answer)
+        single = sum(a == expected for a in answers[i]) / n_samples
         votes = Counter(a for a in answers[i][:5] if a is not None)
-        maj5 = bool(votes) and votes.most_common(1)[0][0] == p.answer
-        rows.append((task.extract_answer(greedy[i]) == p.answer, single, maj5, p.answer in answers[i]))
+        maj5 = bool(votes) and votes.most_common(1)[0][0] == expected
+        rows.append((TASK.extract_answer(greedy[i]) == expected, single, maj5, expected in answers[i]))
         by_level.setdefault(p.level, []).append((single, maj5))
     mean = lambda xs: round(sum(xs) / len(xs), 4)
     return {

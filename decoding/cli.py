@@ -1,0 +1,176 @@
+"""`python -m decoding run <method> --model M --prompt P [--seed S] [--task zoo|math] [--set key=value ...] --out F`
+
+Runs any registered method headless and saves its trace. The methods and their parameters come from the
+registry (`decoding.methods`): `--set` takes a parameter by name (`Params.from_strings`), `run --help` lists
+every method with its parameters and defaults. The task formats the prompt and reads the answer; its expected
+answer (when it knows one) goes into the trace's meta. A progress bar over forward passes goes to stderr; the
+answer and the trace's path to stdout. A bad method, parameter or model is one `error:` line, exit code 2.
+The first Ctrl-C asks the method to stop (the partial trace is saved, `stopped` set); a second one aborts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+USAGE_EXIT = 2
+
+
+class UsageError(Exception):
+    """Something the user can fix: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + error
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _method_help() -> str:
+    """Every registered method: title, the model kinds it runs on, each parameter with its default."""
+    from decoding import methods
+
+    lines = ["methods (python -m decoding run <method> ...; parameters with --set name=value):", ""]
+    for name, m in methods.all_methods().items():
+        lines.append(f"  {name}: {m.title} (models: {', '.join(m.kinds)})")
+        controls = m.params.controls()
+        width = max((len(f"{n}={d}") for n, d, _ in controls), default=0)
+        for field, default, hints in controls:
+            label = hints.get("label", field)
+            lo, hi = hints.get("minimum"), hints.get("maximum")
+            bounds = f" [{lo:g}..{hi:g}]" if lo is not None and hi is not None else ""
+            lines.append(f"      {f'{field}={default}':<{width}}  {label}{bounds}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from decoding.tasks import TASKS
+
+    parser = _Parser(prog="python -m decoding", description="Decoding Lens, headless: record a method's trace.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run a method on one prompt and save its trace",
+                         description="Run a method on one prompt and save its trace. The task formats the prompt and reads "
+                         "the answer; --set takes the method's parameters by name.", epilog=_method_help(),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("method", help="a registered method (listed below)")
+    run.add_argument("--model", required=True, help="zoo name (tiny-dllm), local folder or registry hub id")
+    run.add_argument("--prompt", required=True, help="the question; the task formats it")
+    run.add_argument("--seed", type=int, default=None, help="default: the method's own (diffusion 0, voting 42)")
+    run.add_argument("--task", choices=sorted(TASKS), default=None,
+                     help="how the prompt is formatted and the answer read (default: zoo for zoo models, else math)")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="a method parameter, repeatable (e.g. --set steps=80 --set temperature=0.6)")
+    run.add_argument("--out", type=Path, default=Path("trace.json"), help="trace file to write (default: trace.json)")
+    run.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
+    run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _default_seed(decode) -> int:
+    default = inspect.signature(decode).parameters.get("seed")
+    return default.default if default is not None and isinstance(default.default, int) else 0
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """First Ctrl-C: ask the decoder to stop (polled each step); second: abort. The old handler comes back after."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from decoding import methods, tasks
+    from decoding.params import describe_error
+    from decoding.trace import RunEnd, Trace
+
+    try:
+        method = methods.get(args.method)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        params = method.params.from_strings(args.sets)
+    except ValueError as e:  # pydantic's ValidationError is a ValueError
+        raise UsageError(f"bad parameter for {args.method}: {describe_error(e)}") from None
+    task = tasks.get(args.task) if args.task else tasks.task_for(args.model)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from decoding.models import load  # transformers: imported once the arguments are known to be good
+
+    try:
+        adapter = load(args.model, args.device)
+    except (ValueError, OSError) as e:  # ModelLoadError is a ValueError
+        raise UsageError(str(e)) from None
+    if adapter.kind not in method.kinds:
+        raise UsageError(f"method {args.method!r} runs on {', '.join(method.kinds)} models; {args.model!r} is "
+                         f"{adapter.kind}")
+    prompt = task.format_prompt(args.prompt)
+    expected = task.expected_answer(args.prompt)
+    seed = args.seed if args.seed is not None else _default_seed(method.decode)
+    trace = Trace.new(model=args.model, method=args.method, params=params.model_dump(mode="json"), seed=seed,
+                      task=task.name, expected=expected)
+    if hasattr(params, "check"):
+        try:
+            params.check(adapter, prompt)
+        except ValueError as e:
+            raise UsageError(f"bad parameter for {args.method}: {e}") from None
+
+    total = getattr(params, "steps", None) if getattr(params, "scheduled", False) else None
+    bar = tqdm(total=total, desc=args.method, unit="pass", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+    try:
+        with _stop_on_ctrl_c() as stop:
+            for event in method.decode(adapter, prompt, params, task=task, seed=seed, should_stop=stop.is_set):
+                trace.add(event)
+                step = getattr(event, "step", None)
+                if isinstance(step, int) and step > bar.n:
+                    bar.update(step - bar.n)
+    except ValueError as e:
+        if len(trace.events) > 1:  # the run had started: a bug, not a bad input
+            raise
+        raise UsageError(f"{args.method}: {e}") from None
+    finally:
+        bar.close()
+
+    end = next((e for e in reversed(trace.events) if isinstance(e, RunEnd)), None)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    path = trace.save(args.out)
+    if end is not None:
+        verdict = task.is_correct(end.answer, expected)
+        judged = "" if verdict is None else f" (expected {expected}: {'correct' if verdict else 'wrong'})"
+        print(f"answer: {end.answer}{judged}")
+        print(f"cost: {end.nfe} forward passes, {end.seconds:.2f} s{' (stopped)' if end.stopped else ''}")
+    print(f"trace: {path} ({path.stat().st_size:,} bytes, {len(trace.events)} events)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as e:
+        print(f"python -m decoding {args.command}: error: {e}", file=sys.stderr)
+        return USAGE_EXIT

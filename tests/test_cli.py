@@ -1,0 +1,134 @@
+"""`python -m decoding run ...` (decoding/cli.py) and `python -m decoding.bench overhead --quick`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from decoding import cli
+from decoding.trace import Node, RunEnd, RunStart, Tokens, Trace
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _module(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], check=False, cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _run(zoo_dir: Path, out: Path, method: str, *sets: str, seed: int | None = None,
+         prompt: str = "12+7-5*3=?") -> int:
+    argv = ["run", method, "--model", str(zoo_dir / "tiny-dllm"), "--prompt", prompt, "--task", "zoo",
+            "--threads", "1", "--quiet", "--out", str(out)]
+    argv += [a for s in sets for a in ("--set", s)]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    return cli.main(argv)
+
+
+def test_records_a_diffusion_trace_that_loads(zoo_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "sub" / "diffusion.json"
+    assert _run(zoo_dir, out, "diffusion", "gen_length=16", "steps=8", "block_length=8", "batch=2") == 0
+    trace = Trace.load(out)
+    assert trace.meta.method == "diffusion" and trace.meta.task == "zoo" and trace.meta.expected == "42"
+    assert trace.meta.params["steps"] == 8 and trace.meta.params["batch"] == 2
+    kinds = [type(e) for e in trace.events]
+    assert kinds[0] is RunStart and kinds[-1] is RunEnd
+    assert trace.events[0].prompt == "12+7-5*3=?\n"  # formatted by the zoo task
+    assert max(e.step for e in trace.events if isinstance(e, Tokens)) == 8
+    assert sorted(e.seq for e in trace.events if isinstance(e, Node)) == [0, 1]
+    end = trace.events[-1]
+    assert end.nfe == 8
+    printed = capsys.readouterr().out
+    assert f"answer: {end.answer}" in printed and str(out) in printed
+
+
+def test_records_a_voting_trace_that_loads(zoo_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "voting.json"
+    assert _run(zoo_dir, out, "voting", "method=majority", "k=3", "gen_length=32", "steps=8") == 0
+    trace = Trace.load(out)
+    assert trace.meta.method == "voting" and trace.meta.seed == 42  # the method's own default seed
+    assert trace.meta.params["method"] == "majority" and trace.meta.params["k"] == 3
+    end = trace.events[-1]
+    assert isinstance(end, RunEnd) and end.nfe == 3 * 8
+    assert "answer:" in capsys.readouterr().out
+
+
+def test_same_seed_same_bytes_apart_from_seconds(zoo_dir, tmp_path) -> None:
+    sets = ("gen_length=16", "steps=16", "block_length=8", "batch=2", "temperature=0.8")
+    paths = [tmp_path / f"{i}.json" for i in range(3)]
+    for path, seed in zip(paths, (5, 5, 6)):
+        assert _run(zoo_dir, path, "diffusion", *sets, seed=seed) == 0
+
+    def canonical(path: Path) -> str:
+        data = json.loads(path.read_text())
+        data["meta"]["versions"] = {}
+        return re.sub(r'"seconds":[-+0-9.eE]+', '"seconds":0', json.dumps(data, separators=(",", ":")))
+
+    first, again, other = map(canonical, paths)
+    assert first == again
+    assert first != other  # the seed matters (rows sample at temperature 0.8)
+    raw = [re.sub(r'"seconds":[-+0-9.eE]+', '"seconds":0', p.read_text()) for p in paths[:2]]
+    assert raw[0] == raw[1]  # same process: same versions, so the files themselves match
+
+
+def test_help_lists_every_method_and_parameter() -> None:
+    from decoding import methods
+
+    done = _module("decoding", "run", "--help")
+    assert done.returncode == 0, done.stderr
+    for name, method in methods.all_methods().items():
+        assert f"{name}: {method.title}" in done.stdout
+        for field, default, _ in method.params.controls():
+            assert f"{field}={default}" in done.stdout
+
+
+def test_bad_parameter_is_one_line_and_exit_code_2() -> None:
+    done = _module("decoding", "run", "diffusion", "--model", "tiny-dllm", "--prompt", "1+2=?", "--set", "steps=0")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "steps" in lines[0] and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["run", "diffusion", "--set", "stepz=3"], ["stepz"]),
+    (["run", "diffusion", "--set", "temperature=hot"], ["temperature"]),
+    (["run", "nope"], ["unknown method", "nope"]),
+    (["run", "diffusion", "--model", "no/such/folder"], ["no/such/folder"]),
+])
+def test_usage_errors_name_the_problem(argv, words, capsys) -> None:
+    argv = argv[:2] + ["--model", "tiny-dllm", "--prompt", "1+2=?", "--quiet"] + argv[2:]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(w in err[0] for w in words), err
+
+
+def test_method_on_the_wrong_kind_of_model(zoo_dir, capsys) -> None:
+    code = cli.main(["run", "diffusion", "--model", str(zoo_dir / "tiny-ar"), "--prompt", "1+2=?", "--quiet"])
+    assert code == 2 and "causal" in capsys.readouterr().err
+
+
+def test_bench_overhead_quick_prints_the_table(tmp_path) -> None:
+    out = tmp_path / "overhead.json"
+    done = _module("decoding.bench", "overhead", "--quick", "--out", str(out), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| batch | forward ms/step | bare loop ms/step | engine ms/step | engine/bare |" in done.stdout
+    result = json.loads(out.read_text())
+    assert [r["batch"] for r in result["rows"]] == [1, 2]
+    assert all(r["same_tokens"] for r in result["rows"])  # the engine decodes what LLaDA's loop decodes
