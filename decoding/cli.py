@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser("schema", help="print the trace's JSON Schema (docs/trace.schema.json)")
     return parser
 
 
@@ -169,6 +170,13 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "schema":
+        import json
+
+        from decoding.trace import json_schema
+
+        print(json.dumps(json_schema(), indent=1))
+        return 0
     try:
         return run(args)
     except UsageError as e:

@@ -132,3 +132,19 @@ def test_bench_overhead_quick_prints_the_table(tmp_path) -> None:
     result = json.loads(out.read_text())
     assert [r["batch"] for r in result["rows"]] == [1, 2]
     assert all(r["same_tokens"] for r in result["rows"])  # the engine decodes what LLaDA's loop decodes
+
+
+def test_a_method_registered_only_in_a_test_module_runs_from_the_cli(zoo_dir, tmp_path) -> None:
+    """tests/toy_method.py registers "toy" (DECODING_LENS_METHODS): the CLI lists it and records its trace."""
+    env = {**ENV, "DECODING_LENS_METHODS": "toy_method", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    listed = subprocess.run([sys.executable, "-m", "decoding", "run", "--help"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert listed.returncode == 0 and "toy: " in listed.stdout and "steps=6" in listed.stdout
+    out = tmp_path / "toy.json"
+    done = subprocess.run([sys.executable, "-m", "decoding", "run", "toy", "--model", str(zoo_dir / "tiny-dllm"),
+                           "--prompt", "13-2=?", "--set", "steps=3", "--set", "delay=0", "--quiet", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    trace = Trace.load(out)
+    assert trace.meta.method == "toy" and isinstance(trace.events[-1], RunEnd)
+    assert sorted({e.step for e in trace.events if isinstance(e, Tokens)}) == [1, 2, 3]
