@@ -99,17 +99,18 @@ def test_diffusion_run_and_scrub(page) -> None:
     assert "tiny-dllm" in page.locator("#model input").input_value()  # the zoo dLLM is picked first
     page.get_by_text("L1: 13-2=?").first.click()  # an example problem
     sync_api.expect(page.locator("#diffusion-prompt textarea")).to_have_value("13-2=?", timeout=60_000)
-    set_slider(page, "diffusion-gen-length", 48)  # 48 steps: long enough to watch the stream on a fast machine
-    set_slider(page, "diffusion-steps", 48)
-    sync_api.expect(page.locator("#diffusion-steps input[type=number]")).to_have_value("48")
-    sync_api.expect(page.locator("#diffusion-gen-length input[type=number]")).to_have_value("48")
+    set_slider(page, "diffusion-gen-length", 112)  # 112 steps (the zoo's longest): a few seconds to watch live
+    set_slider(page, "diffusion-steps", 112)
+    sync_api.expect(page.locator("#diffusion-steps input[type=number]")).to_have_value("112")
+    sync_api.expect(page.locator("#diffusion-gen-length input[type=number]")).to_have_value("112")
     page.locator("#diffusion-run").click()
     page.wait_for_selector("#diffusion-canvas .dl-mask", timeout=120_000)  # streaming: masked chips first
     plots = ["diffusion-entropy", "diffusion-topk", "diffusion-order"]
     seen = watch_run(page, "#diffusion-status", "#diffusion-canvas", plots, OUT / "diffusion-midrun.png")
     live = [s for s in seen if "running" in s["status"]]
+    assert len(live) >= 2, "the page never showed the run in progress"
     # every streamed update carries the step counter; the plots never drop out of the page mid-run
-    assert all(re.search(r"step \d+ / 48\b", s["status"]) for s in live), [s["status"] for s in live][:5]
+    assert all(re.search(r"step \d+ / 112\b", s["status"]) for s in live), [s["status"] for s in live][:5]
     assert all(all(s["plots"]) for s in seen), "a plot vanished during the run"
     assert not page.js_errors, page.js_errors
     final = canvas_html(page, "diffusion-canvas")
