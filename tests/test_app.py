@@ -142,7 +142,9 @@ def test_stop_ends_a_long_run_early(app_url: str, dllm: str) -> None:
     t0 = time.monotonic()
     stopped = client.predict(api_name="/stop_voting")
     wait_done(job, 30)
-    assert time.monotonic() - t0 < 15, "Stop did not end the run promptly"
+    # Promptness is measured in work, not seconds (a loaded box is slow): fewer than half the passes ran (below);
+    # the wall-clock bound is only there to catch a hang.
+    assert time.monotonic() - t0 < 120, "Stop did not end the run"
     canvas, status, trace_path = stopped[V_CANVAS], stopped[V_STATUS], stopped[V_FILE]
     assert "stopped" in status and "stopped by the user" in canvas
     events = json.loads(Path(trace_path).read_text())["events"]
@@ -184,7 +186,7 @@ def test_stop_and_run_in_one_tab_leave_the_other_tab_alone(app_url: str, dllm: s
         ({"steps": 7}, "divide evenly"),
         ({"gen": 32, "block": 24}, "multiple of block_length"),
         ({"prompt": "1" + "+1" * 80 + "=?"}, "context"),
-        ({"model": "/no/such/model"}, "cannot"),
+        ({"model": "/no/such/model"}, "only the models in its model list"),  # tests/test_allowlist.py: no path
     ],
 )
 def test_bad_inputs_give_a_message(app_url: str, dllm: str, args: dict, message: str) -> None:

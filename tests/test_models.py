@@ -260,5 +260,5 @@ def test_registry_hub_id_fails_fast_offline(monkeypatch):
     start = time.perf_counter()
     with pytest.raises(ModelLoadError, match="could not download Qwen/Qwen2.5-1.5B-Instruct") as err:
         load("Qwen/Qwen2.5-1.5B-Instruct")
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 60  # generous: a Hub retry loop takes minutes, an offline check seconds
     assert "zoo model" in str(err.value)
