@@ -9,7 +9,10 @@ the recorder (decoding/record.py) moves only [rows, positions, k] tensors to the
 
 - scheduled (a fixed number of commits per step; LLaDA's linear schedule per semi-autoregressive block):
   `low_confidence` and `random` (LLaDA remasking), `maskgit_plus`, `topk_margin`, `entropy` (Dream's algs;
-  `alg_temp` > 0 samples the positions from softmax(score / alg_temp) instead of taking the top ones);
+  `alg_temp` > 0 samples the positions from softmax(score / alg_temp) instead of taking the top ones). With a
+  Dream model (adapter.settings["schedule"] == "dream") Dream's algs count commits as Dream's
+  diffusion_generate does (`dream_count`: int(n_mask * (1 - s / t)) on linspace(1, eps, steps + 1), per block);
+  `origin` (Dream's random reveal: each mask revealed with probability 1 - s / t) always follows Dream;
 - adaptive (as many commits as the model is sure of): `threshold` (Fast-dLLM: every masked token of the
   current block with confidence >= threshold, at least the top-1) and `entropy_threshold` (dVoting).
 
@@ -35,9 +38,13 @@ from decoding.record import Recorder
 from decoding.trace import Node, RunEnd, RunStart, Tokens
 
 MASK_TEXT = "[MASK]"
-Strategy = Literal["low_confidence", "random", "maskgit_plus", "topk_margin", "entropy", "threshold",
+Strategy = Literal["low_confidence", "random", "maskgit_plus", "topk_margin", "entropy", "origin", "threshold",
                    "entropy_threshold"]
-SCHEDULED = {"low_confidence", "random", "maskgit_plus", "topk_margin", "entropy"}
+SCHEDULED = {"low_confidence", "random", "maskgit_plus", "topk_margin", "entropy", "origin"}
+# Dream's algs: with a Dream model (adapter.settings["schedule"] == "dream") they follow Dream's own timestep
+# schedule (`dream_count`); `origin` (Dream's random reveal) always does. DREAM_EPS: DreamGenerationConfig's eps.
+DREAM_ALGS = {"maskgit_plus", "topk_margin", "entropy", "origin"}
+DREAM_EPS = 1e-3
 
 
 # ---------------------------------------------------------------- parameters
@@ -121,6 +128,7 @@ class StepState:
     gens: list[torch.Generator]
     block_length: int
     prompt_length: int = 0  # LLaDA ranks over the prompt + answer row: ties break the same way
+    p_transfer: float = 1.0  # `origin`: each masked position of the block is revealed with this probability
     commit: torch.Tensor | None = None  # set by `step`: the positions the strategy commits
 
 
@@ -171,6 +179,12 @@ def neg_entropy(s: StepState) -> torch.Tensor:
     return _pick((p * torch.log(p + 1e-10)).sum(-1), s)
 
 
+def origin(s: StepState) -> torch.Tensor:
+    """Dream's `origin`: every masked position of the block is revealed independently with p_transfer."""
+    u = torch.stack([torch.rand(s.masked.shape[1], generator=g, device=g.device) for g in s.gens])
+    return s.masked & s.in_block & (u < s.p_transfer)
+
+
 def threshold(s: StepState) -> torch.Tensor:
     """Fast-dLLM: every masked token of the current block with confidence >= threshold; always the top-1."""
     eligible = s.masked & s.in_block
@@ -210,6 +224,7 @@ STRATEGIES: dict[str, Callable[[StepState], torch.Tensor]] = {
     "maskgit_plus": maskgit_plus,
     "topk_margin": topk_margin,
     "entropy": neg_entropy,
+    "origin": origin,
     "threshold": threshold,
     "entropy_threshold": entropy_threshold,
 }
@@ -276,6 +291,36 @@ def schedule_count(masked_in_block: torch.Tensor, steps_left: int) -> torch.Tens
     return (masked_in_block.sum(-1) + steps_left - 1) // steps_left
 
 
+def dream_timesteps(steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Dream's diffusion_generate: torch.linspace(1, eps, steps + 1) (float32)."""
+    return torch.linspace(1, DREAM_EPS, steps + 1, device=device)
+
+
+def dream_count(masked_in_block: torch.Tensor, i: int, steps: int) -> torch.Tensor:
+    """Commits at step i of `steps` as Dream's diffusion_generate: int(n_mask * (1 - s / t)) on its timesteps
+    (t = timesteps[i], s = timesteps[i + 1]); the last step commits every mask left. At 32 masks and 8 steps:
+    [3, 4, 4, 4, 4, 4, 4, 5]."""
+    n = masked_in_block.sum(-1)
+    if i >= steps - 1:
+        return n
+    ts = dream_timesteps(steps, masked_in_block.device)
+    return (n.float() * (1 - ts[i + 1] / ts[i])).long()  # int() of a non-negative float: truncation
+
+
+def dream_p_transfer(i: int, steps: int) -> float:
+    """Dream's `origin`: the probability that a masked position is revealed at step i, 1 - s / t (last: 1)."""
+    if i >= steps - 1:
+        return 1.0
+    ts = dream_timesteps(steps)
+    return float(1 - ts[i + 1] / ts[i])
+
+
+def uses_dream_schedule(adapter, strategy: str) -> bool:
+    """Dream's algs on a Dream model, and `origin` on any model, follow Dream's timestep schedule."""
+    return strategy == "origin" or (strategy in DREAM_ALGS and (getattr(adapter, "settings", None) or {}).get(
+        "schedule") == "dream")
+
+
 def leftmost_block(masked: torch.Tensor, block_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """([A] index of the leftmost block with masks per row, [A, L] bool: that block's positions)."""
     first = masked.view(len(masked), -1, block_length).any(-1).int().argmax(-1)
@@ -284,7 +329,7 @@ def leftmost_block(masked: torch.Tensor, block_length: int) -> tuple[torch.Tenso
 
 
 def step(adapter, x: torch.Tensor, prompt_length: int, mask_id: int, in_block: torch.Tensor, k: list[int] | None,
-         params: DiffusionParams, gens: list[torch.Generator]) -> StepState:
+         params: DiffusionParams, gens: list[torch.Generator], p_transfer: float = 1.0) -> StepState:
     """One denoising pass over rows x = [prompt | answer]: predict, choose tokens, pick the commits.
     Returns the StepState with `commit` set: x[:, prompt_length:] takes x0 where commit is True."""
     answer = x[:, prompt_length:]
@@ -296,11 +341,14 @@ def step(adapter, x: torch.Tensor, prompt_length: int, mask_id: int, in_block: t
     probs = torch.softmax(logits if logits.is_contiguous() else rows, -1)[:, -logits.shape[1]:]
     entropy = entropy_of(logits, probs, exact=params.strategy == "entropy_threshold")
     logits[..., mask_id] = -torch.inf  # [MASK] is never the chosen token
+    n_text = getattr(adapter, "text_vocab", None)
+    if n_text and logits.shape[-1] > n_text:
+        logits[..., n_text:] = -torch.inf  # nor an id of a padded vocabulary that the tokenizer cannot render
     x0 = torch.where(masked, gumbel_argmax(logits, params.temperature, gens), answer)
     confidence = probs.gather(-1, x0[..., None])[..., 0]
     s = StepState(logits=logits, probs=probs, x0=x0, confidence=confidence, entropy=entropy, masked=masked,
                   in_block=in_block, k=k, params=params, gens=gens, block_length=params.block_length,
-                  prompt_length=prompt_length)
+                  prompt_length=prompt_length, p_transfer=p_transfer)
     s.commit = STRATEGIES[params.strategy](s) & masked
     return s
 
@@ -371,6 +419,8 @@ def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, tas
                 yield Tokens(seq=seq, step=first_step, action="keep", pos=[p for p, _ in row], ids=[t for _, t in row])
 
     spb = params.steps // params.n_blocks  # steps per block (scheduled strategies)
+    dream = uses_dream_schedule(adapter, params.strategy)  # Dream's timesteps per block instead of LLaDA's counts
+    p_transfer = 1.0
     row_nfe = [0] * n_rows
     per_pass = 2 if params.cfg_scale > 0 else 1  # CFG runs the model on a second (unconditional) copy
     nfe, step_no, t, stopped, pending = 0, first_step, 0, False, None
@@ -384,7 +434,13 @@ def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, tas
                 block, steps_left = t // spb, spb - t % spb
                 t += 1
                 lo, hi = block * params.block_length, (block + 1) * params.block_length
-                k_all = schedule_count(masked[:, lo:hi], steps_left).tolist()
+                if params.strategy == "origin":
+                    p_transfer = dream_p_transfer(spb - steps_left, spb)
+                    k_all = masked[:, lo:hi].sum(-1).tolist()  # rows with masks left in the block work
+                elif dream:
+                    k_all = dream_count(masked[:, lo:hi], spb - steps_left, spb).tolist()
+                else:
+                    k_all = schedule_count(masked[:, lo:hi], steps_left).tolist()
                 work = [i for i, k in enumerate(k_all) if k > 0]
                 if not work:
                     continue  # nothing to commit anywhere at this step (kept tokens): skip the pass
@@ -399,11 +455,11 @@ def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, tas
                 block, k = int(first.min()), None  # events carry one block: the leftmost
             # 2. One pass over the working rows: predict, choose, pick the commits (all on the device).
             if len(work) == n_rows:  # every row works (the usual case): no gather / scatter, no index copy
-                s = step(adapter, x, P, mask_id, in_block, k, params, gens)
+                s = step(adapter, x, P, mask_id, in_block, k, params, gens, p_transfer)
                 x[:, P:] = torch.where(s.commit, s.x0, x[:, P:])
             else:
                 idx = torch.tensor(work, device=dev)
-                s = step(adapter, x[idx], P, mask_id, in_block, k, params, [gens[i] for i in work])
+                s = step(adapter, x[idx], P, mask_id, in_block, k, params, [gens[i] for i in work], p_transfer)
                 x[idx, P:] = torch.where(s.commit, s.x0, x[idx, P:])
             step_no += 1
             nfe += per_pass

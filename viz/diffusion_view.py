@@ -13,7 +13,7 @@ from viz.panels import Option, Panel
 from viz.tokens import end_line, render_canvas
 
 # Strategies with a fixed number of steps (decoding.diffusion.SCHEDULED; copied: views do not import torch).
-SCHEDULED = frozenset({"low_confidence", "random", "maskgit_plus", "topk_margin", "entropy"})
+SCHEDULED = frozenset({"low_confidence", "random", "maskgit_plus", "topk_margin", "entropy", "origin"})
 
 PANELS = [
     Panel("canvas", "html", "Canvas",

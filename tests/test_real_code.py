@@ -1,0 +1,89 @@
+"""Opt-in: the real LLaDA / Dream hub modeling files, repaired at load (decoding/repairs.py), on tiny random
+configs. Skipped unless DECODING_LENS_REAL_CODE names a folder with `llada/` (configuration_llada.py,
+modeling_llada.py) and `dream/` (configuration_dream.py, modeling_dream.py, generation_utils.py) inside, as
+the hub repos ship them (see README, "Real modeling code"). Checks: the model loads through decoding.models.load,
+its logits equal a correctly built model's (repaired class, built on the CPU outside from_pretrained)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from decoding import models, repairs
+from decoding.zoo.tokenizer import build_tokenizer
+
+REAL = os.environ.get("DECODING_LENS_REAL_CODE")
+pytestmark = pytest.mark.skipif(not REAL, reason="set DECODING_LENS_REAL_CODE to folders with the real code")
+
+TINY = {
+    "llada": ("LLaDAModelLM", "modeling_llada", "configuration_llada.LLaDAConfig", {
+        "d_model": 32, "n_heads": 2, "n_kv_heads": 2, "n_layers": 2, "mlp_hidden_size": 64, "mlp_ratio": 2,
+        "vocab_size": 32, "embedding_size": 32, "mask_token_id": 4, "max_sequence_length": 128,
+        "block_type": "llama", "activation_type": "silu", "rope": True, "alibi": False, "weight_tying": False,
+        "include_bias": False, "layer_norm_type": "rms", "attention_layer_norm": False, "flash_attention": False,
+        "init_device": "cpu", "pad_token_id": 0, "eos_token_id": 2, "model_type": "llada"}),
+    "dream": ("DreamModel", "modeling_dream", "configuration_dream.DreamConfig", {
+        "vocab_size": 32, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 128, "mask_token_id": 4,
+        "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "model_type": "Dream"}),
+}
+
+
+@pytest.fixture(autouse=True)
+def _setup(monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setattr(models, "TRUST_REMOTE_CODE_ALLOWLIST", set(models.TRUST_REMOTE_CODE_ALLOWLIST))
+    models.clear_cache()
+    yield
+    models.clear_cache()
+
+
+def build(tmp_path: Path, name: str) -> tuple[Path, torch.nn.Module]:
+    """A tiny random model of the real class saved to a fresh folder (+ the zoo tokenizer), and that model as
+    built correctly in memory (the reference)."""
+    import json
+
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    arch, module, config_ref, config = TINY[name]
+    folder = tmp_path / f"{name}_{uuid.uuid4().hex[:8]}"
+    shutil.copytree(Path(REAL) / name, folder)
+    config = {**config, "architectures": [arch],
+              "auto_map": {"AutoConfig": config_ref, "AutoModel": f"{module}.{arch}"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    cls = get_class_from_dynamic_module(f"{module}.{arch}", str(folder), local_files_only=True)
+    repairs.repair_class(cls)
+    cfg_cls = get_class_from_dynamic_module(config_ref, str(folder), local_files_only=True)
+    torch.manual_seed(0)
+    reference = cls(cfg_cls(**config)).eval()
+    repairs.repair_model(reference)
+    if name == "dream":
+        for module_ in reference.modules():  # built outside from_pretrained: the buffer is computed, not empty
+            if hasattr(module_, "inv_freq"):
+                assert torch.isfinite(module_.inv_freq).all()
+    reference.save_pretrained(folder, safe_serialization=True)
+    for f in Path(REAL, name).iterdir():  # save_pretrained may not copy the code files
+        if not (folder / f.name).exists():
+            shutil.copy(f, folder / f.name)
+    (folder / "config.json").write_text(json.dumps(config))
+    build_tokenizer().save_pretrained(folder)
+    return folder, reference
+
+
+@pytest.mark.parametrize("name", ["llada", "dream"])
+def test_real_code_loads_and_matches_a_correctly_built_model(tmp_path, name):
+    folder, reference = build(tmp_path, name)
+    models.allow_remote_code(folder)
+    adapter = models.load(str(folder))
+    assert adapter.settings.get("registry") in ("GSAI-ML/LLaDA-8B-Instruct", "Dream-org/Dream-v0-Instruct-7B")
+    print(name, "repairs:", adapter.settings.get("repairs"))
+    ids = torch.tensor([[1, 5, 6, 7, 8, 4, 4, 4]])
+    with torch.no_grad():
+        got = adapter.model(input_ids=ids).logits.float()
+        want = reference(input_ids=ids).logits.float()
+    torch.testing.assert_close(got, want)
