@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from decoding.mtp import MTPHeads, has_mtp_heads, load_mtp_heads
+from decoding.repairs import repair_class, repair_model
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "examples" / "models"
 ZOO_NAMES = ("tiny-dllm", "tiny-ar", "tiny-prm")
@@ -52,39 +53,61 @@ class ModelInfo:
     step_tag: str | None = None
     prm_readout: str | None = None  # "next_token" (P(good) vs P(bad)) or "two_class" (softmax, class 1 = good)
     attention_mask_4d: bool = False  # forward() wants a [B, 1, T, T] bool mask for padding (Dream), not [B, T]
+    schedule: str | None = None  # "dream": Dream's algs count commits on Dream's timesteps (decoding/diffusion.py)
+    # A local snapshot is recognised by its config.json: model_type or one of these architectures.
+    model_type: str | None = None
+    architectures: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, ModelInfo] = {
     info.hub_id: info
     for info in [
+        # Sources: mask_id 126336 and eos_ids (EOS 126081, EoT 126348): LLaDA's generate.py / README
+        # (shared/REFERENCES.md); trust_remote_code: the hub repo ships modeling_llada.py; max_length 4096: LLaDA's
+        # hub config (max_sequence_length 4096); model_type "llada" / LLaDAModelLM: its configuration_llada.py and
+        # modeling_llada.py; params_b 8.0: the model card (8B).
         ModelInfo(
             "GSAI-ML/LLaDA-8B-Instruct", "masked_diffusion", 8.0, mask_id=126336, eos_ids=(126081, 126348),
-            trust_remote_code=True, max_length=4096,
-            note="LLaDA 8B instruct: masked diffusion, semi-autoregressive blocks (mask 126336)",
+            trust_remote_code=True, max_length=4096, model_type="llada", architectures=("LLaDAModelLM",),
+            note="LLaDA 8B instruct: masked diffusion, semi-autoregressive blocks (mask 126336); needs a GPU "
+                 "(~16 GB in bf16) and runs its own modeling code (repaired for transformers 5 at load)",
         ),
+        # Sources: mask_id 151666: configuration_dream.py (mask_token_id=151666); shift_logits and the 4-D mask:
+        # Dream's generation_utils (logits = cat([logits[:, :1], logits[:, :-1]]), attention_mask [B, 1, N, N]);
+        # eos_ids 151643 / 151645: Qwen2.5's <|endoftext|> / <|im_end|> (Dream's tokenizer); max_length 2048:
+        # Dream's README (trained with a context of 2048); schedule "dream": its diffusion_generate (timesteps
+        # linspace(1, eps, steps + 1)); model_type "Dream" / DreamModel: configuration_dream.py / modeling_dream.py;
+        # params_b 7.6: Qwen2.5-7B's size, from which Dream is initialised.
         ModelInfo(
             "Dream-org/Dream-v0-Instruct-7B", "masked_diffusion", 7.6, mask_id=151666, shift_logits=True,
-            eos_ids=(151643, 151645), trust_remote_code=True, attention_mask_4d=True,
-            note="Dream 7B instruct: masked diffusion initialised from Qwen2.5, logits shifted by one",
+            eos_ids=(151643, 151645), trust_remote_code=True, attention_mask_4d=True, max_length=2048,
+            schedule="dream", model_type="Dream", architectures=("DreamModel",),
+            note="Dream 7B instruct: masked diffusion initialised from Qwen2.5, logits shifted by one; needs a GPU "
+                 "(~15 GB in bf16) and runs its own modeling code (repaired for transformers 5 at load)",
         ),
+        # Sources: transformers' diffusion_gemma docstring and NVIDIA NeMo docs (id, 26B MoE, canvas 256).
         ModelInfo(
             "google/diffusiongemma-26B-A4B-it", "native_diffusion", 26.0,
             note="DiffusionGemma 26B MoE (~4B active): transformers-native block diffusion, canvas 256, "
                  "uniform-noise (no mask token); id from transformers' docstring + NVIDIA NeMo docs, not loaded here",
         ),
+        # Sources: the model cards (sizes; Llama 3 eos <|end_of_text|> 128001, <|eom_id|> 128008, <|eot_id|> 128009).
         ModelInfo(
             "meta-llama/Llama-3.2-1B-Instruct", "causal", 1.24, eos_ids=(128001, 128008, 128009), gen_length=512,
             note="Llama 3.2 1B instruct: the test-time-compute blog's policy model (gated on the Hub)",
         ),
+        # Sources: the model card (1.54B); Qwen2.5's <|im_end|> 151645 and <|endoftext|> 151643.
         ModelInfo(
             "Qwen/Qwen2.5-1.5B-Instruct", "causal", 1.54, eos_ids=(151645, 151643), gen_length=512,
             note="Qwen2.5 1.5B instruct: small causal baseline",
         ),
+        # Sources: RLHFlow's model card / Online-RLHF PRM code (read P("+") vs P("-") as the reply; eos <|eot_id|>).
         ModelInfo(
             "RLHFlow/Llama3.1-8B-PRM-Deepseek-Data", "prm", 8.0, good_token="+", bad_token="-",
             prm_readout="next_token", eos_ids=(128009,),
             note="RLHFlow PRM: each step a user turn, read P('+') vs P('-') as the assistant's reply",
         ),
+        # Sources: the Qwen2.5-Math-PRM-7B model card (steps joined by <extra_0>, 2-class head, remote code).
         ModelInfo(
             "Qwen/Qwen2.5-Math-PRM-7B", "prm", 7.6, step_tag="<extra_0>", prm_readout="two_class",
             trust_remote_code=True,
@@ -102,9 +125,30 @@ def allow_remote_code(spec: str | Path) -> None:
     TRUST_REMOTE_CODE_ALLOWLIST.add(_allow_key(spec))
 
 
+# Hub ids outside the registry that load() may fetch (their own code still needs the list above).
+HUB_ALLOWLIST: set[str] = set()
+
+
+def allow_hub_id(hub_id: str) -> None:
+    """Allow-list a hub id the registry does not know (app.py: the operator's DECODING_LENS_MODELS)."""
+    HUB_ALLOWLIST.add(hub_id)
+
+
 def _allow_key(spec: str | Path) -> str:
     path = Path(spec).expanduser()
     return str(path.resolve()) if path.exists() else str(spec)
+
+
+def unknown_token_text(i: int) -> str:
+    """What an id the tokenizer cannot render shows as."""
+    return f"[id {i}]"
+
+
+def _tokenizer_size(tokenizer: Any) -> int | None:
+    try:
+        return len(tokenizer)
+    except (TypeError, ValueError):
+        return None
 
 
 class Adapter:
@@ -124,6 +168,9 @@ class Adapter:
         self.eos_ids = eos_ids
         self.max_length = max_length
         self.mtp_heads = mtp_heads
+        # Ids the tokenizer knows: [0, text_vocab). Beyond it (a padded vocabulary) ids render as "[id N]" and the
+        # diffusion engine never samples them.
+        self.text_vocab = _tokenizer_size(tokenizer)
         # Remote-code models (LLaDA) may not take position_ids: only pass what forward() accepts.
         self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
         # DiffusionGemma: the trailing canvas the decoder denoises (its block length).
@@ -205,15 +252,43 @@ class Adapter:
         bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
         return bos + list(tok.encode(text, add_special_tokens=False))
 
+    def known(self, i: int) -> bool:
+        """Whether the tokenizer can render id i (a padded model vocabulary has ids beyond it: Dream's tokenizer
+        knows 151,667 ids, its model emits 152,064)."""
+        return 0 <= i < self.text_vocab if self.text_vocab else True
+
     def token_text(self, ids: list[int] | torch.Tensor) -> list[str]:
-        """One display string per id, special tokens kept (e.g. "[EOS]", "[MASK]")."""
+        """One display string per id, special tokens kept (e.g. "[EOS]", "[MASK]"); an id the tokenizer does not
+        know renders as "[id N]"."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        return [self.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
+        out = []
+        for i in ids:
+            text = None
+            if self.known(i):
+                try:
+                    text = self.tokenizer.decode([i], skip_special_tokens=False)
+                except (TypeError, ValueError, OverflowError, IndexError):
+                    text = None
+            out.append(text if text is not None else unknown_token_text(i))
+        return out
 
     def decode(self, ids: list[int] | torch.Tensor) -> str:
-        """Text without special tokens."""
+        """Text without special tokens; ids the tokenizer does not know appear as "[id N]"."""
         ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        if all(self.known(i) for i in ids):
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+        parts, run = [], []
+        for i in ids:
+            if self.known(i):
+                run.append(i)
+                continue
+            if run:
+                parts.append(self.tokenizer.decode(run, skip_special_tokens=True))
+                run = []
+            parts.append(unknown_token_text(i))
+        if run:
+            parts.append(self.tokenizer.decode(run, skip_special_tokens=True))
+        return "".join(parts)
 
 
 _CACHE: dict[tuple[str, str], Adapter] = {}
@@ -252,11 +327,11 @@ def _load(spec: str, device: torch.device) -> Adapter:
     if path.exists() or _looks_like_path(spec):
         # Checked here: transformers would send a missing path to the Hub ("Repo id must be in the form ...").
         raise ModelLoadError(f"no model folder at {spec!r} ({path.resolve()} does not exist or is not a folder)")
-    if spec in TRUST_REMOTE_CODE_ALLOWLIST:
+    if spec in TRUST_REMOTE_CODE_ALLOWLIST or spec in HUB_ALLOWLIST:
         return _load_hub(spec, None, device)
     raise ModelLoadError(
         f"unknown model {spec!r}: not a zoo name ({', '.join(ZOO_NAMES)}), no folder at {path.resolve()}, "
-        f"not a registry hub id ({', '.join(REGISTRY)}) and not on the trust_remote_code allow-list"
+        f"not a registry hub id ({', '.join(REGISTRY)}) and not on an allow-list (allow_hub_id, allow_remote_code)"
     )
 
 
@@ -288,11 +363,35 @@ def _kind_from_config(config: dict, where: Path) -> str:
                          f"model_type={config.get('model_type')!r}, architectures={archs}")
 
 
+def registry_match(config: dict) -> ModelInfo | None:
+    """The registry entry a config belongs to (a local snapshot of a registry model): by model_type, else by
+    architectures. model_type is compared case-insensitively ("Dream" / "dream")."""
+    model_type = str(config.get("model_type") or "").lower()
+    archs = set(config.get("architectures") or [])
+    for info in REGISTRY.values():
+        if info.model_type and info.model_type.lower() == model_type:
+            return info
+    for info in REGISTRY.values():
+        if archs & set(info.architectures):
+            return info
+    return None
+
+
+def _registry_settings(info: ModelInfo) -> dict:
+    settings = {k: v for k, v in asdict(info).items() if v is not None and k not in ("model_type", "architectures")}
+    if "eos_ids" in settings and not settings["eos_ids"]:
+        del settings["eos_ids"]
+    return settings
+
+
 def _load_local(spec: str, folder: Path, device: torch.device) -> Adapter:
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"{folder} has no config.json: not a transformers model folder")
     config = _read_json(folder / "config.json")
     settings = _read_json(folder / SETTINGS_FILE) if (folder / SETTINGS_FILE).is_file() else {}
+    info = registry_match(config)
+    if info is not None:  # a snapshot of a registry model: the registry's settings, its own file on top
+        settings = {**_registry_settings(info), "registry": info.hub_id, **settings}
     if "kind" not in settings:
         settings["kind"] = _kind_from_config(config, folder)
     needs_code = bool(settings.get("trust_remote_code")) or "auto_map" in config
@@ -305,9 +404,7 @@ def _load_local(spec: str, folder: Path, device: torch.device) -> Adapter:
 
 
 def _load_hub(spec: str, info: ModelInfo | None, device: torch.device) -> Adapter:
-    settings = {k: v for k, v in asdict(info).items() if v is not None} if info else {}
-    if "eos_ids" in settings and not settings["eos_ids"]:
-        del settings["eos_ids"]
+    settings = _registry_settings(info) if info else {}
     needs_code = spec in TRUST_REMOTE_CODE_ALLOWLIST
     if info and info.trust_remote_code and not needs_code:
         raise ModelLoadError(f"{spec} needs trust_remote_code but was removed from the allow-list")
@@ -350,10 +447,11 @@ def _param_estimate(folder: Path) -> int:
 
 
 def _model_class(kind: str, config: dict, needs_code: bool):
+    """(class, remote class reference or None): the auto class for remote code (with its auto_map entry)."""
     import transformers
 
     if kind == "native_diffusion":
-        return transformers.DiffusionGemmaForBlockDiffusion
+        return transformers.DiffusionGemmaForBlockDiffusion, None
     if needs_code:
         # Remote code: the auto class its auto_map names (LLaDA, Dream and Qwen's PRM register AutoModel).
         auto_map = config.get("auto_map", {})
@@ -361,11 +459,20 @@ def _model_class(kind: str, config: dict, needs_code: bool):
             else ["AutoModelForCausalLM", "AutoModel", "AutoModelForTokenClassification"]
         for name in preferred:
             if name in auto_map:
-                return getattr(transformers, name)
+                return getattr(transformers, name), auto_map[name]
     for arch in config.get("architectures") or []:
         if hasattr(transformers, arch):
-            return getattr(transformers, arch)
-    return transformers.AutoModelForMaskedLM if kind == "masked_diffusion" else transformers.AutoModelForCausalLM
+            return getattr(transformers, arch), None
+    return (transformers.AutoModelForMaskedLM if kind == "masked_diffusion" else transformers.AutoModelForCausalLM,
+            None)
+
+
+def _remote_class(ref: str | list, source: str, local_only: bool) -> type:
+    """The remote model class an auto_map entry names, imported (not yet instantiated) so it can be repaired."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    ref = ref[0] if isinstance(ref, (list, tuple)) else ref
+    return get_class_from_dynamic_module(ref, source, local_files_only=local_only)
 
 
 def _build(spec: str, source: str, settings: dict, config: dict, needs_code: bool, n_params: int | None,
@@ -382,14 +489,22 @@ def _build(spec: str, source: str, settings: dict, config: dict, needs_code: boo
     if big:
         load_kwargs["device_map"] = "auto"  # accelerate spreads the layers over GPUs (and CPU)
     try:
-        cls = _model_class(kind, config, needs_code)
+        cls, remote_ref = _model_class(kind, config, needs_code)
+        repairs: list[str] = []
+        if remote_ref is not None:  # remote code written for transformers 4: repair what v5 breaks (repairs.py)
+            cls = _remote_class(remote_ref, source, local_only)
+            repairs += repair_class(cls)
+            load_kwargs.pop("trust_remote_code")
         model = cls.from_pretrained(source, **load_kwargs)
+        repairs += repair_model(model)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=needs_code, local_files_only=local_only)
     except Exception as e:
         raise ModelLoadError(f"could not load {spec} from {source} as {kind}: {type(e).__name__}: {e}") from e
     if not big:
         model = model.to(device)
     model.eval()
+    if repairs:
+        settings = {**settings, "repairs": repairs}
     device = next(model.parameters()).device  # with device_map, inputs go where the embeddings live
 
     mask_id = settings.get("mask_id", getattr(tokenizer, "mask_token_id", None))

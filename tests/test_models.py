@@ -262,3 +262,72 @@ def test_registry_hub_id_fails_fast_offline(monkeypatch):
         load("Qwen/Qwen2.5-1.5B-Instruct")
     assert time.perf_counter() - start < 60  # generous: a Hub retry loop takes minutes, an offline check seconds
     assert "zoo model" in str(err.value)
+
+
+# --- ids beyond the tokenizer (a padded vocabulary), registry by model type --------------------------------
+
+def test_out_of_vocabulary_ids_render_as_placeholders(zoo):
+    adapter = load("tiny-dllm")
+    n = adapter.text_vocab
+    assert n == len(adapter.tokenizer) and adapter.model.config.vocab_size > n  # the zoo's vocabulary is padded
+    assert adapter.token_text([n, 151700, -1]) == [f"[id {n}]", "[id 151700]", "[id -1]"]
+    assert adapter.token_text(torch.tensor([adapter.mask_id])) == ["[MASK]"]
+    ids = adapter.tokenizer.encode("12", add_special_tokens=False)
+    assert adapter.decode(ids + [151700] + ids) == "12[id 151700]12"
+
+
+def test_padded_vocabulary_is_never_sampled(zoo):
+    from decoding.diffusion import DiffusionParams, denoise
+
+    adapter = load("tiny-dllm")
+    n = adapter.text_vocab
+    real = adapter.logits
+
+    def favour_padding(input_ids, attention_mask=None, **kw):
+        out = real(input_ids, attention_mask, **kw)
+        out[..., n:] += 100.0  # the padded ids would win every argmax
+        return out
+
+    adapter.logits = favour_padding
+    params = DiffusionParams(gen_length=16, block_length=16, steps=4, temperature=0.7)
+    gen = denoise(adapter, TASK_TEXT, params, seed=0)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        canvas = stop.value.canvas[0]
+    assert all(t < n for t in canvas)
+
+
+@pytest.mark.parametrize("config, hub_id", [
+    ({"model_type": "llada", "architectures": ["LLaDAModelLM"]}, "GSAI-ML/LLaDA-8B-Instruct"),
+    ({"model_type": "Dream", "architectures": ["DreamModel"]}, "Dream-org/Dream-v0-Instruct-7B"),
+    ({"architectures": ["DreamModel"]}, "Dream-org/Dream-v0-Instruct-7B"),
+])
+def test_registry_recognises_local_snapshots(config, hub_id):
+    assert models.registry_match(config).hub_id == hub_id
+    assert models.registry_match({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}) is None
+
+
+def test_dream_registry_settings():
+    dream = models.REGISTRY["Dream-org/Dream-v0-Instruct-7B"]
+    assert dream.max_length == 2048 and dream.schedule == "dream"  # Dream's README: context 2048
+    assert models.REGISTRY["GSAI-ML/LLaDA-8B-Instruct"].schedule is None
+    source = Path(models.__file__).read_text()
+    registry = source[source.index("REGISTRY: dict"):source.index("TRUST_REMOTE_CODE_ALLOWLIST:")]
+    assert registry.count("ModelInfo(") == registry.count("# Sources:")  # every entry names its sources
+
+
+def test_local_snapshot_of_a_registry_model_gets_its_settings(tmp_path, remote_code_dir, monkeypatch):
+    monkeypatch.setattr(models, "TRUST_REMOTE_CODE_ALLOWLIST", set(models.TRUST_REMOTE_CODE_ALLOWLIST))
+    config = json.loads((remote_code_dir / "config.json").read_text())
+    config["model_type"] = "Dream"  # a local "Dream" snapshot without decoding_lens.json
+    (remote_code_dir / "config.json").write_text(json.dumps(config))
+    (remote_code_dir / "decoding_lens.json").unlink()
+    with pytest.raises(ModelLoadError, match="allow-list"):  # the registry's trust_remote_code still needs consent
+        load(str(remote_code_dir))
+    models.allow_remote_code(remote_code_dir)
+    adapter = load(str(remote_code_dir))
+    assert adapter.settings["registry"] == "Dream-org/Dream-v0-Instruct-7B" and adapter.kind == "masked_diffusion"
+    assert adapter.shift_logits and adapter.settings["attention_mask_4d"] and adapter.settings["schedule"] == "dream"
+    assert (adapter.mask_id, adapter.eos_ids, adapter.max_length) == (151666, [151643, 151645], 2048)
