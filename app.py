@@ -13,6 +13,10 @@ run in another.
 `python app.py` serves on 127.0.0.1:7860; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override (a Space sets
 GRADIO_SERVER_NAME=0.0.0.0). DECODING_LENS_ZOO points at another zoo folder, DECODING_LENS_METHODS names
 modules that register more methods (comma-separated).
+
+The model field runs only the app's list (decoding/allowlist.py): the zoo, the registry's hub ids, and what the
+operator adds with DECODING_LENS_MODELS (comma-separated folders or hub ids) or `python app.py --allow-model SPEC`
+(repeatable). Anything else typed there gets one message that names no path. Python and the CLI load any folder.
 """
 
 from __future__ import annotations
@@ -36,20 +40,28 @@ import gradio as gr
 from gradio.components.plot import PlotData
 from pydantic import ValidationError
 
-from decoding import live, methods, models
+from decoding import allowlist, live, methods, models
 from decoding.fold import State
+from decoding.gpu import gpu
 from decoding.methods import Method
 from decoding.params import describe_error
 from decoding.tasks import task_for
 from decoding.trace import Meta, Trace, TraceError
 from viz.heatmap import empty_figure
 from viz.panels import Option, Panel
+from viz.tokens import md_escape
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = json.loads((ROOT / "examples" / "prompts.json").read_text())
 TRACE_DIR = Path(tempfile.mkdtemp(prefix="decoding-lens-"))  # inside the temp dir Gradio serves files from
 LOAD_TIMEOUT = 180  # seconds before a model load is reported as stuck
 RUNS = live.Runs()  # live runs by (session, method name)
+VIEWS = live.Views()  # uploaded traces being replayed, by (session, "replay"); gr.State holds only the key
+# Saved run traces (TRACE_DIR) and Gradio's cached files (uploads, downloads) are deleted after this many seconds.
+TRACE_TTL = max(60, int(os.environ.get("DECODING_LENS_TRACE_TTL", "3600")))
+# The models this app runs (decoding/allowlist.py): the picker offers them, every run and load checks against them.
+# build() adds `python app.py --allow-model SPEC`.
+ALLOWED: list[str] = allowlist.allowed_models()
 RESERVED = {"model", "prompt", "seed", "request"}  # run inputs every tab has: no parameter or option may use them
 
 HEADER = """
@@ -116,21 +128,26 @@ def _session(request: gr.Request | None) -> str:
 
 
 def _md(text: object) -> str:
-    """Untrusted text inside Markdown: HTML escaped, Markdown punctuation backslashed."""
-    return re.sub(r"([\\`*_{}\[\]()#+!|~-])", r"\\\1", html.escape(str(text), quote=False))
+    """Untrusted text inside Markdown, shown as text (viz.tokens.md_escape: HTML escaped, Markdown punctuation
+    backslashed, no newline, no autolink)."""
+    return md_escape(text)
 
 
 def _warn(message: str) -> str:
-    """A message in a pop-up and in the status line ("⚠ message"; HTML escaped: it can quote user input)."""
-    gr.Warning(message)
-    return f"⚠ **{html.escape(message, quote=False)}**"
+    """A message in a pop-up and in the status line ("⚠ message"). It can quote user input (a file's field
+    names, a model id), so it is escaped for both: gr.Warning renders HTML, the status line is Markdown."""
+    gr.Warning(html.escape(message))
+    return f"⚠ **{md_escape(message)}**"
 
 
 # ---------------------------------------------------------------- models
 
 
 def _load_adapter(spec: str):
-    """models.load with a time limit, so a model whose weights cannot be had answers instead of hanging."""
+    """models.load of a model on the app's list (else allowlist.ModelNotAllowed, one message whatever was typed),
+    with a time limit, so a model whose weights cannot be had answers instead of hanging. Error messages name
+    no server path."""
+    spec = allowlist.resolve_for_app(spec, ALLOWED)
     box: dict = {}
 
     def target() -> None:
@@ -146,34 +163,55 @@ def _load_adapter(spec: str):
         raise models.ModelLoadError(f"loading {spec!r} took more than {LOAD_TIMEOUT}s; try a zoo model")
     if "error" in box:
         err = box["error"]
-        raise err if isinstance(err, models.ModelLoadError) else models.ModelLoadError(f"{spec!r}: {err}")
+        raise models.ModelLoadError(allowlist.public_message(str(err) if isinstance(err, models.ModelLoadError)
+                                                            else f"{spec!r}: {err}"))
     return box["adapter"]
 
 
-def _model_choices(kinds: set[str]) -> list[tuple[str, str]]:
-    """(label, spec) for the picker: zoo first, then registry models, only of kinds some method runs on.
-    DECODING_LENS_ZOO points at another zoo folder (tests build a tiny one in a temp dir)."""
-    zoo_env = os.environ.get("DECODING_LENS_ZOO")
-    choices: list[tuple[str, str]] = []
-    if zoo_env:
-        for name in models.ZOO_NAMES:
-            folder = Path(zoo_env) / name
-            try:
-                kind = str(json.loads((folder / models.SETTINGS_FILE).read_text()).get("kind", "?"))
-            except (OSError, ValueError, AttributeError):
-                continue
-            if (folder / "config.json").is_file() and kind in kinds:
-                choices.append((f"{name} (zoo, {kind.replace('_', ' ')})", str(folder)))
+def _folder_kind(folder: Path) -> str | None:
+    """The kind a model folder declares (its settings, else its config), None if it is no model folder."""
     try:
-        rows = models.list_models()
-    except Exception:  # noqa: BLE001 -- the picker still offers the zoo
-        rows = []
-    for row in rows:
-        name, kind = str(row.get("name")), str(row.get("kind"))
-        if kind not in kinds or (zoo_env and name in models.ZOO_NAMES):
+        settings = json.loads((folder / models.SETTINGS_FILE).read_text()) \
+            if (folder / models.SETTINGS_FILE).is_file() else {}
+        if "kind" in settings:
+            return str(settings["kind"])
+        return models._kind_from_config(json.loads((folder / "config.json").read_text()), folder)
+    except (OSError, ValueError, AttributeError, TypeError):  # ModelLoadError is a ValueError
+        return None
+
+
+def _model_choices(kinds: set[str]) -> list[tuple[str, str]]:
+    """(label, spec) for the picker: the app's list (ALLOWED, decoding/allowlist.py) in its order, zoo first, only
+    models of kinds some method runs on. DECODING_LENS_ZOO points at another zoo folder (tests build a tiny one in
+    a temp dir); its folders replace the zoo names. Labels name no server folder, only its last part."""
+    zoo_env = os.environ.get(allowlist.ZOO_ENV, "").strip()
+    try:
+        rows = {str(row.get("name")): row for row in models.list_models()}
+    except Exception:  # noqa: BLE001 -- the picker still offers the rest
+        rows = {}
+    choices: list[tuple[str, str]] = []
+    for spec in ALLOWED:
+        row = rows.get(spec)
+        if row is not None:  # a built zoo model or a registry model
+            kind = str(row.get("kind"))
+            if kind not in kinds or (zoo_env and spec in models.ZOO_NAMES):
+                continue
+            where = "zoo" if spec in models.ZOO_NAMES else "downloaded" if row.get("available_locally") \
+                else "needs download"
+        elif spec in models.ZOO_NAMES or spec in models.REGISTRY:
+            continue  # a zoo model that is not built
+        elif (folder := Path(spec).expanduser()).is_dir():
+            kind = _folder_kind(folder)
+            if kind is None or kind not in kinds or not (folder / "config.json").is_file():
+                continue
+            zoo_folder = bool(zoo_env) and folder.parent == Path(zoo_env).expanduser() and folder.name in models.ZOO_NAMES
+            choices.append((f"{folder.name} ({'zoo' if zoo_folder else 'local folder'}, {kind.replace('_', ' ')})",
+                            spec))
             continue
-        where = "zoo" if name in models.ZOO_NAMES else "downloaded" if row.get("available_locally") else "needs download"
-        choices.append((f"{name} ({where}, {kind.replace('_', ' ')})", name))
+        else:  # a hub id the operator listed: its kind is known once it is loaded
+            choices.append((f"{spec} (listed hub model)", spec))
+            continue
+        choices.append((f"{spec} ({where}, {kind.replace('_', ' ')})", spec))
     return choices or [(f"{models.ZOO_NAMES[0]} (zoo)", models.ZOO_NAMES[0])]
 
 
@@ -185,7 +223,7 @@ def model_status(model: str) -> str:
     try:
         adapter = _load_adapter(model)
     except models.ModelLoadError as e:
-        return _warn(f"cannot load {model}: {e}")
+        return _warn(str(e) if isinstance(e, allowlist.ModelNotAllowed) else f"cannot load {model}: {e}")
     tabs = [m.title for m in methods.all_methods().values() if adapter.kind in m.kinds]
     where = f"runs in: {', '.join(tabs)}" if tabs else "no tab runs this kind of model"
     return (f"✓ **{_md(model)}** loaded: {adapter.kind.replace('_', ' ')}, context {adapter.max_length} tokens, "
@@ -226,7 +264,22 @@ def _idle_scrubber() -> gr.Slider:
     return gr.Slider(minimum=0, maximum=1, value=0, step=1, interactive=False, label="Step (available after a run)")
 
 
+def _prune_traces(now: float | None = None) -> int:
+    """Delete saved run traces older than TRACE_TTL (called on each save); returns how many went."""
+    now = time.time() if now is None else now
+    gone = 0
+    for old in TRACE_DIR.glob("trace-*.json"):
+        try:
+            if now - old.stat().st_mtime > TRACE_TTL:
+                old.unlink()
+                gone += 1
+        except OSError:  # another request deleted it first
+            pass
+    return gone
+
+
 def _save(trace: Trace) -> str:
+    _prune_traces()
     path = TRACE_DIR / f"trace-{re.sub(r'[^A-Za-z0-9_-]', '', trace.meta.method)[:40] or 'run'}-" \
                        f"{time.time_ns() // 1000}.json"
     return str(trace.save(path))
@@ -273,7 +326,8 @@ def _start(tab: Tab, model: str, prompt: str, values: dict, seed: float | None) 
     try:
         adapter = _load_adapter(model)
     except models.ModelLoadError as e:
-        raise ValueError(f"cannot load the model: {e}") from None
+        raise ValueError(str(e) if isinstance(e, allowlist.ModelNotAllowed) else f"cannot load the model: {e}") \
+            from None
     if adapter.kind not in method.kinds:
         raise ValueError(f"{model} is a {adapter.kind.replace('_', ' ')} model; the {method.title} tab runs on "
                          f"{_kinds_text(method.kinds)} models (e.g. a zoo model of that kind)")
@@ -316,6 +370,7 @@ def _stream(tab: Tab, run: live.LiveRun, options: dict) -> Iterator[list]:
             yield [*panels, status, gr.skip(), gr.skip(), gr.skip()]
 
 
+@gpu  # ZeroGPU: a GPU is attached while a run streams (a no-op without the `spaces` package)
 def run_tab(tab: Tab, model: str, prompt: str, values: dict, request: gr.Request | None) -> Iterator[list]:
     """Run button of any tab: start this tab's run (stopping only this tab's previous run) and stream it."""
     params, options = _split(tab, values)
@@ -347,17 +402,21 @@ def scrub_tab(tab: Tab, view: live.TraceView | None, frame: float | None, option
     return _render(tab, view.at(int(frame)), view.meta, options)
 
 
-def upload_trace(tabs: dict[str, Tab], path: str | None, options: dict[str, dict]) -> list:
-    """Replay tab: load a trace file (validated), pick the views of its method, draw its final state."""
+def upload_trace(tabs: dict[str, Tab], path: str | None, options: dict[str, dict], session: str = "default") -> list:
+    """Replay tab: load a trace file (validated, its cost bounded: decoding.trace.check_work), pick the views of
+    its method, draw its final state. The TraceView stays server-side in VIEWS under (session, "replay"); the
+    page's state gets only that key. The session's previous replay is dropped first (one at a time per page)."""
     n_panels = sum(len(t.panels) for t in tabs.values())
 
     def fail(message: str) -> list:
-        return [gr.skip(), gr.skip(), _warn(f"cannot replay this file: {message}"), *[gr.skip()] * len(tabs),
+        return [None, _idle_scrubber(), _warn(f"cannot replay this file: {message}"), *[gr.skip()] * len(tabs),
                 *[gr.skip()] * n_panels]
 
     if not path:
         return [gr.skip(), gr.skip(), "", *[gr.skip()] * len(tabs), *[gr.skip()] * n_panels]
+    VIEWS.drop((session, "replay"))
     try:
+        size = Path(path).stat().st_size
         trace = Trace.load(path)
     except TraceError as e:
         return fail(str(e))
@@ -377,7 +436,7 @@ def upload_trace(tabs: dict[str, Tab], path: str | None, options: dict[str, dict
     info = (f"▶ replaying **{_md(tab.method.title)}** on **{_md(meta.model)}** (seed {meta.seed}), {frames} steps"
             + (f" · expected answer {_md(meta.expected)}" if meta.expected is not None else ""))
     groups = [gr.Column(visible=name == tab.name) for name in tabs]
-    return [view, _scrubber(frames), info, *groups, *panels]
+    return [VIEWS.put(session, "replay", view, size), _scrubber(frames), info, *groups, *panels]
 
 
 def _replay_panels(tabs: dict[str, Tab], tab: Tab, state: State, meta: Meta, options: dict[str, dict]) -> list:
@@ -387,12 +446,22 @@ def _replay_panels(tabs: dict[str, Tab], tab: Tab, state: State, meta: Meta, opt
     return out
 
 
-def scrub_replay(tabs: dict[str, Tab], view: live.TraceView | None, frame: float | None,
+def scrub_replay(tabs: dict[str, Tab], view: live.TraceView | tuple | None, frame: float | None,
                  options: dict[str, dict]) -> list:
+    if not isinstance(view, live.TraceView):  # the key upload_trace put in the page's state
+        view = VIEWS.get(view)
     tab = tabs.get(view.meta.method) if view is not None else None
     if tab is None or frame is None:
         return [gr.skip()] * sum(len(t.panels) for t in tabs.values())
     return _replay_panels(tabs, tab, view.at(int(frame)), view.meta, options)
+
+
+def close_session(request: gr.Request) -> None:
+    """The page closed (Gradio's unload, on the heartbeat's disconnect): free its replayed trace and its runs
+    (stopping any still going) at once, not when Gradio drops its session state an hour later."""
+    session = _session(request)
+    if VIEWS.drop_session(session) + RUNS.drop_session(session):
+        live.release_memory()
 
 
 # ---------------------------------------------------------------- layout
@@ -558,11 +627,11 @@ def _replay_tab(tabs: dict[str, Tab]) -> None:
             out.setdefault(name, {})[option] = value
         return out
 
-    def upload_fn(path: str | None, **values) -> list:
-        return upload_trace(tabs, path, by_tab(values))
+    def upload_fn(path: str | None, request: gr.Request, **values) -> list:
+        return upload_trace(tabs, path, by_tab(values), _session(request))
 
-    def scrub_fn(view: live.TraceView | None, frame: float, **values) -> list:
-        return scrub_replay(tabs, view, frame, by_tab(values))
+    def scrub_fn(key: tuple | None, frame: float, **values) -> list:
+        return scrub_replay(tabs, key, frame, by_tab(values))
 
     file.upload(upload_fn, [file], [state, scrub, status, *groups, *panels], inputs_kwargs=options,
                 api_name="upload_trace")
@@ -582,10 +651,14 @@ def _about(tabs: dict[str, Tab]) -> str:
     return "\n\n".join([*parts, DEVIATIONS])
 
 
-def build() -> gr.Blocks:
+def build(allow_models: typing.Sequence[str] = ()) -> gr.Blocks:
+    """The app. `allow_models`: folders or hub ids added to the model list (besides DECODING_LENS_MODELS)."""
+    ALLOWED[:] = allowlist.allowed_models(allow_models)
+    allowlist.enable(ALLOWED)
     tabs = {name: _tab(method) for name, method in methods.all_methods().items()}
     choices = _model_choices({kind for tab in tabs.values() for kind in tab.method.kinds})
-    with gr.Blocks(title="Decoding Lens") as demo:
+    # delete_cache: Gradio's copies of uploads and downloads go after TRACE_TTL too (checked every TRACE_TTL / 4)
+    with gr.Blocks(title="Decoding Lens", delete_cache=(max(60, TRACE_TTL // 4), TRACE_TTL)) as demo:
         gr.Markdown(HEADER)
         with gr.Row(equal_height=True):
             model = gr.Dropdown(choices, value=choices[0][1], label="Model (zoo first; hub models need their weights)",
@@ -598,11 +671,18 @@ def build() -> gr.Blocks:
             _replay_tab(tabs)
         with gr.Accordion("About these methods (and where this app deviates from the papers)", open=False):
             gr.Markdown(_about(tabs))
+        demo.unload(close_session)
     return demo
 
 
 if __name__ == "__main__":
-    demo = build()
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve Decoding Lens (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT).")
+    parser.add_argument("--allow-model", action="append", default=[], metavar="SPEC",
+                        help="add a local folder or hub id to the model list (repeatable; DECODING_LENS_MODELS: "
+                             "comma-separated, the same)")
+    demo = build(parser.parse_args().allow_model)
     # Bounded queue: a busy public demo refuses new work instead of piling it up; two runs at once per event.
     demo.queue(max_size=16, default_concurrency_limit=2)
     demo.launch(

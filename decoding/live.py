@@ -20,9 +20,12 @@ Plain Python: no gradio, no torch.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import threading
 import time
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -32,6 +35,8 @@ from decoding.trace import Selection, Trace
 HTML_EVERY, PLOTS_EVERY = 0.1, 1.5  # seconds between streamed updates: ~10/s for HTML, plots every 1.5 s
 POLL = 0.02  # seconds between looks at the growing trace
 MAX_LIVE = 256  # live runs remembered (for Stop), over all sessions and tabs
+MAX_VIEWS = 256  # finished runs / uploaded traces kept for scrubbing, over all sessions and tabs
+MAX_VIEW_BYTES = 200 * 2**20  # ... and their traces' JSON bytes at most (a 50 MB upload holds ~0.5 GB in memory)
 STOP_WAIT = 30.0  # seconds Stop waits for the decoder to finish its current step
 
 
@@ -141,6 +146,72 @@ class Runs:
     def get(self, key: Hashable) -> LiveRun | None:
         with self.lock:
             return self.runs.get(key)
+
+    def drop_session(self, session: Hashable) -> int:
+        """Forget (and stop) every run whose key is (session, ...): the page that started them has closed."""
+        with self.lock:
+            keys = [k for k in self.runs if isinstance(k, tuple) and k and k[0] == session]
+            dropped = [self.runs.pop(k) for k in keys]
+        for run in dropped:
+            run.stop.set()
+        return len(dropped)
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc's malloc_trim), so a big replay's memory
+    does not stay in the process after its page closed."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+class Views:
+    """TraceViews kept server-side for scrubbing (an uploaded trace, a finished run), keyed (session, slot); the
+    page's gr.State holds only the key, so nothing big is copied or kept by Gradio's session state. Bounded by
+    count and by weight (the trace's JSON bytes): the least recently used views go first, and `drop_session`
+    frees a closed page's views at once."""
+
+    def __init__(self, limit: int = MAX_VIEWS, max_weight: int = MAX_VIEW_BYTES):
+        self.limit, self.max_weight = limit, max_weight
+        self.views: OrderedDict[tuple, tuple[TraceView, int]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def put(self, session: Hashable, slot: Hashable, view: TraceView, weight: int = 0) -> tuple:
+        key = (session, slot)
+        with self.lock:
+            self.views.pop(key, None)
+            self.views[key] = (view, max(0, int(weight)))
+            total = sum(w for _, w in self.views.values())
+            while len(self.views) > 1 and (len(self.views) > self.limit or total > self.max_weight):
+                _, (_, w) = self.views.popitem(last=False)
+                total -= w
+        return key
+
+    def get(self, key: object) -> TraceView | None:
+        with self.lock:
+            if not isinstance(key, tuple) or key not in self.views:
+                return None
+            self.views.move_to_end(key)
+            return self.views[key][0]
+
+    def drop(self, key: object) -> None:
+        with self.lock:
+            if isinstance(key, tuple):
+                self.views.pop(key, None)
+
+    def drop_session(self, session: Hashable) -> int:
+        with self.lock:
+            keys = [k for k in self.views if k[0] == session]
+            for k in keys:
+                del self.views[k]
+        return len(keys)
+
+    @property
+    def weight(self) -> int:
+        with self.lock:
+            return sum(w for _, w in self.views.values())
 
 
 @dataclass

@@ -35,6 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, Valid
 FORMAT = "decoding-lens-trace"
 VERSION = 2
 MAX_TRACE_BYTES = 50 * 1024 * 1024
+# How much replaying a file may cost, checked on the parsed JSON before validation (`check_work`): an upload
+# that passes the byte limit can still ask for more work than its size suggests (millions of one-position
+# events, thousands of sequences each folded and checkpointed at every 8th step).
+MAX_EVENTS = 500_000
+MAX_ENTRIES = 8_000_000  # per-position entries: Tokens positions + top-k alternatives at them + Vocab ids
+MAX_SEQUENCES = 1024  # distinct Tokens.seq
+MAX_FOLD_SLOTS = 20_000_000  # what folding keeps: (checkpoints + 1) x (sequences x positions x 5 + history + ...)
 PRECISION = 3  # decimals kept for probabilities and entropies (the views print 3)
 
 ACTIONS = ("propose", "commit", "keep", "accept", "reject", "remask")
@@ -281,10 +288,13 @@ class Trace:
         if data.get("version") == 1:
             from decoding.trace_v1 import convert
 
+            if isinstance(data.get("events"), list) and len(data["events"]) > MAX_EVENTS:
+                check_work(data)  # (says how many events; a v1 trace converts to at least as many)
             data = convert(data)
         elif data.get("version") != VERSION:
             raise TraceError(f"trace version {str(data.get('version'))[:20]!r} is not supported (this app reads 1 "
                              f"and {VERSION})")
+        check_work(data)
         try:
             parsed = _FILE.validate_python(data)
         except ValidationError as e:
@@ -301,6 +311,7 @@ class Trace:
             raise TraceError(f"the file is not valid JSON ({e.__class__.__name__} at position {getattr(e, 'pos', '?')})") from None
         except RecursionError:
             raise TraceError("the file nests too deeply to be a trace") from None
+        del text  # the raw text is not kept while the parsed JSON is validated (one copy fewer at the peak)
         return cls.from_json(data)
 
     @classmethod
@@ -311,6 +322,73 @@ class Trace:
         if path.stat().st_size > MAX_TRACE_BYTES:
             raise TraceError(f"trace is larger than {MAX_TRACE_BYTES // 2**20} MB")
         return cls.loads(path.read_bytes())
+
+
+def check_work(data: dict) -> None:
+    """Refuse, before validating it, a parsed trace that would cost too much to replay: too many events, too
+    many per-position entries, too many sequences, or more fold state than MAX_FOLD_SLOTS (the Fold keeps a
+    copy of every sequence's columns, its heatmap rows, the vocabulary, nodes and selections at every
+    CHECKPOINT_EVERY-th step). One cheap pass over the JSON; malformed parts are skipped (validation names them).
+    TraceError says which limit and by how much."""
+    from decoding.fold import CHECKPOINT_EVERY, MAX_POSITIONS  # (fold imports this module)
+
+    events = data.get("events")
+    if not isinstance(events, list):
+        return
+    if len(events) > MAX_EVENTS:
+        raise TraceError(f"the trace is too large to replay: {len(events):,} events (this app replays at most "
+                         f"{MAX_EVENTS:,})")
+    entries = frames = rows = other = length = 0
+    seqs: set[int] = set()
+    last = None
+    for e in events:
+        if not isinstance(e, dict):
+            continue
+        kind = e.get("kind")
+        if kind == "tokens":
+            pos, step, seq = e.get("pos"), e.get("step"), e.get("seq")
+            if isinstance(pos, list):
+                entries += len(pos)
+                if pos:
+                    length = max(length, min(_max_int(pos) + 1, MAX_POSITIONS))
+            top = e.get("top_ids")
+            if isinstance(top, list):
+                entries += sum(len(t) for t in top if isinstance(t, list))
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                seqs.add(seq)
+            if isinstance(step, int) and step > 0 and step != last and e.get("action") != "keep":
+                frames, last = frames + 1, step
+            if e.get("action") == "propose":
+                rows += 1
+        elif kind == "vocab":
+            ids = e.get("ids")
+            if isinstance(ids, list):
+                entries += len(ids)
+                other += len(ids)
+        elif kind == "start":
+            n = e.get("length")
+            if isinstance(n, int):
+                length = max(length, min(n, MAX_POSITIONS))
+        else:
+            other += 1
+    if entries > MAX_ENTRIES:
+        raise TraceError(f"the trace is too large to replay: {entries:,} per-position entries (positions, top-k "
+                         f"alternatives, vocabulary ids; this app replays at most {MAX_ENTRIES:,})")
+    if len(seqs) > MAX_SEQUENCES:
+        raise TraceError(f"the trace is too large to replay: {len(seqs):,} sequences (this app replays at most "
+                         f"{MAX_SEQUENCES:,})")
+    slots = (frames // CHECKPOINT_EVERY + 2) * (len(seqs) * length * 5 + rows + other)
+    if slots > MAX_FOLD_SLOTS:
+        raise TraceError(f"the trace is too large to replay: {frames:,} steps x {len(seqs):,} sequences x {length:,} "
+                         f"positions would take about {slots:,} slots of scrubbing state (this app allows "
+                         f"{MAX_FOLD_SLOTS:,})")
+
+
+def _max_int(values: list) -> int:
+    try:
+        return int(max(values))
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def event_from_json(data: Any):

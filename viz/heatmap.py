@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from decoding.fold import MAX_POSITIONS, Seq, State
 from viz.tokens import MAX_ROWS, label, position_state, token_id, top_pairs
 
+MAX_HEATMAP_CELLS = 1_000_000  # steps x positions drawn at most in the entropy heatmap
 FONT = {"family": "Inter, system-ui, sans-serif", "size": 12}
 
 
@@ -69,10 +70,13 @@ def entropy_heatmap(state: State, seq: int | None = None) -> go.Figure:
     if s is None or not s.history:
         return empty_figure("no diffusion steps yet")
     n = min(len(s.ids), MAX_POSITIONS)
-    z = np.full((len(s.history), max(n, 1)), np.nan, dtype=np.float32)
-    ys = np.empty(len(s.history), dtype=np.int64)
+    # a long run (or a hostile trace) would make a figure of millions of cells: draw every stride-th pass
+    stride = -(-len(s.history) * max(n, 1) // MAX_HEATMAP_CELLS)
+    history = s.history[::stride] if stride > 1 else s.history
+    z = np.full((len(history), max(n, 1)), np.nan, dtype=np.float32)
+    ys = np.empty(len(history), dtype=np.int64)
     dots_x, dots_y, dots_text = [], [], []
-    for i, (step, positions, entropies, committed) in enumerate(s.history):
+    for i, (step, positions, entropies, committed) in enumerate(history):
         ys[i] = step
         if positions:
             pos = np.asarray(positions, dtype=np.int64)
@@ -112,7 +116,9 @@ def entropy_heatmap(state: State, seq: int | None = None) -> go.Figure:
                 hovertemplate="step %{y} · pos %{x}<br>committed now: token %{text}<extra></extra>",
             )
         )
-    title = f"Uncertainty per step ({_sample(s)})<br><sup>dark = unsure · blank = decided · dot = committed</sup>"
+    every = f" · every {stride}th pass" if stride > 1 else ""
+    title = (f"Uncertainty per step ({_sample(s)}{every})<br><sup>dark = unsure · blank = decided · "
+             f"dot = committed</sup>")
     return figure(data, title, 320,
                   xaxis={"title": _title("position in the answer")},
                   yaxis={"title": _title("step"), "autorange": "reversed"},

@@ -27,6 +27,7 @@ OLD_BG, OLD_FG = "#d6e4f7", "#1a3d6d"
 MAX_ROWS = 64  # sequences drawn at most (a hostile trace cannot make the page draw millions of rows)
 _SPECIAL = re.compile(r"^(\[[A-Za-z_]+\]|<\|?[^<>\s]{1,40}\|?>|</?s>)$")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]{}()|~#+!])")
+_MD_AUTOLINK = re.compile(r"[:@]|(?i:www)\.")
 
 # One style block per canvas: chips carry class names only (a live run redraws the canvas ~10×/s). The
 # selectors escape the hyphen (`.dl\-mask` matches class dl-mask) so that a class name appears in the HTML
@@ -70,8 +71,11 @@ def label(text: str) -> str:
 
 
 def md_escape(value: object) -> str:
-    """An untrusted string for a Markdown status line: html-escaped, Markdown punctuation backslash-escaped."""
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(str(value), quote=False).replace("\n", " "))
+    """An untrusted string for a Markdown status line, shown as text: html-escaped, Markdown punctuation
+    backslash-escaped, newlines as spaces (no heading / list / quote can start), and `:` `@` `www.` as character
+    references so that no bare URL or e-mail address becomes an autolink (GFM autolinks `http://…`, `www.…`)."""
+    text = _MD_SPECIAL.sub(r"\\\1", html.escape(str(value), quote=False).replace("\r", " ").replace("\n", " "))
+    return _MD_AUTOLINK.sub(lambda m: "&#58;" if m[0] == ":" else "&#64;" if m[0] == "@" else m[0][:3] + "&#46;", text)
 
 
 def answer_text(answer: object) -> str:
