@@ -83,7 +83,7 @@ class SyntheticTokenizer:
         self.vocab, self.mask_token_id = vocab, mask_id
         self.specials = {0: "[PAD]", 1: "[BOS]", 2: "[EOS]", mask_id: "[MASK]"}
 
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:  # noqa: ARG002 -- tokenizer API
         return [4 + ord(c) % (self.vocab - 8) for c in text]
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:

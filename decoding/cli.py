@@ -84,7 +84,7 @@ def _stop_on_ctrl_c() -> Iterator[threading.Event]:
     """First Ctrl-C: ask the decoder to stop (polled each step); second: abort. The old handler comes back after."""
     stop = threading.Event()
 
-    def handler(signum, frame):
+    def handler(_signum, _frame):
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()

@@ -377,7 +377,7 @@ def _text(adapter, ids: list[int]) -> str:
     return adapter.decode([t for t in ids if t != adapter.mask_id])
 
 
-def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, task=None,
+def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, task=None,  # noqa: C901 -- one loop, read top to bottom like LLaDA's generate()
             init_canvas: list[list[int]] | None = None, should_stop: Callable[[], bool] | None = None,
             rows: list[int] | None = None, run_events: bool = True, first_step: int = 0,
             recorder: Recorder | None = None) -> Generator[object, None, Decoded]:

@@ -20,6 +20,7 @@ Plain Python: no gradio, no torch.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import threading
@@ -106,7 +107,7 @@ class LiveRun:
         try:
             for event in events(self.stop.is_set):
                 self.trace.add(event)
-        except Exception as e:  # noqa: BLE001 -- any decoder failure must reach the page, not kill the worker
+        except Exception as e:
             self.input_error = isinstance(e, ValueError) and not self.trace.events
             self.error = str(e) if self.input_error else f"{type(e).__name__}: {e}"
         finally:
@@ -161,10 +162,8 @@ def release_memory() -> None:
     """Collect garbage and hand freed heap back to the OS (glibc's malloc_trim), so a big replay's memory
     does not stay in the process after its page closed."""
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 class Views:

@@ -50,7 +50,7 @@ class StopFlag(StoppingCriteria):
     def __init__(self, flag: threading.Event):
         self.flag = flag
 
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:  # noqa: ARG002 -- StoppingCriteria API
         return torch.full((input_ids.shape[0],), self.flag.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
@@ -65,7 +65,7 @@ class DraftStreamer(BaseStreamer):
         self.C, self.G, self.first_step = canvas_length, gen_length, first_step
         self.sampler = EntropyBoundSampler(EntropyBoundSamplerConfig(entropy_bound=entropy_bound), canvas_length,
                                            vocab_size=0, max_denoising_steps=1)
-        self.recorder = Recorder(adapter.token_text, top_k)
+        self.recorder = Recorder(adapter.token_text)
         self.ids: list[list[int | None]] = [[None] * gen_length for _ in range(n_rows)]  # accepted token or None
         self.canvas = -1  # index of the canvas being denoised; -1 until the prompt arrived
         self.prev_logits: torch.Tensor | None = None
@@ -104,7 +104,7 @@ class DraftStreamer(BaseStreamer):
         self.canvas += 1
         self.prev_logits = None
 
-    def put_draft(self, value=None, logits: torch.Tensor | None = None, **kwargs) -> None:
+    def put_draft(self, value=None, logits: torch.Tensor | None = None, **kwargs) -> None:  # noqa: ARG002 -- streamer API
         self._flush()  # the previous draft was not the canvas's last: send it as it was
         if self.stop.is_set():
             raise _Stopped
@@ -204,7 +204,7 @@ def denoise_native(adapter, prompt: str, params: DiffusionParams, seed: int = 0,
                            stopping_criteria=StoppingCriteriaList([StopFlag(stop)]), **extra)
         except _Stopped:
             pass
-        except Exception as e:  # noqa: BLE001 -- handed to the consumer thread, raised there
+        except Exception as e:
             events.put(e)
         events.put(None)
 

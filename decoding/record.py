@@ -22,7 +22,7 @@ from decoding.trace import PRECISION, Tokens, Vocab
 class Recorder:
     """One per run: names each token id once (shared by every decode of the run, e.g. dVoting's samples)."""
 
-    def __init__(self, token_text: Callable[[list[int]], list[str]], top_k: int | None = None):
+    def __init__(self, token_text: Callable[[list[int]], list[str]]):
         self.token_text = token_text
         self.named: set[int] = set()
 

@@ -96,7 +96,7 @@ def repair_tie_weights_signature(cls: type) -> bool:
         return False
 
     @functools.wraps(tie)
-    def tie_weights(self, missing_keys=None, recompute_mapping=True, **kwargs):
+    def tie_weights(self, missing_keys=None, recompute_mapping=True, **kwargs):  # noqa: ARG001 -- v5's signature
         return tie(self)
 
     cls.tie_weights = tie_weights
@@ -104,7 +104,7 @@ def repair_tie_weights_signature(cls: type) -> bool:
     return True
 
 
-def default_rope_init(config: Any, device: torch.device | None = None, seq_len: int | None = None,
+def default_rope_init(config: Any, device: torch.device | None = None, seq_len: int | None = None,  # noqa: ARG001
                       **rope_kwargs) -> tuple[torch.Tensor, float]:
     """transformers 4's `_compute_default_rope_parameters`: inv_freq = 1 / base^(2i / dim), scaling 1.0.
     base: rope_kwargs["base"], config.rope_theta or config.rope_parameters["rope_theta"]; dim: rope_kwargs["dim"]

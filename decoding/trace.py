@@ -24,6 +24,7 @@ Version-1 traces (full `step` snapshots) are converted on load (`decoding.trace_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -219,10 +220,8 @@ def library_versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for pkg in ("torch", "transformers", "gradio", "plotly", "pydantic"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 

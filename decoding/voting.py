@@ -254,7 +254,7 @@ def _run_start(adapter, prompt: str, params: VotingParams, votes: _Votes) -> lis
                      mask_id=adapter.mask_id), *votes.recorder.name(ids)]
 
 
-def _run_end(votes: _Votes, t0: float, stopped: bool, reason: str | None, params: VotingParams) -> RunEnd:
+def _run_end(votes: _Votes, t0: float, stopped: bool, reason: str | None) -> RunEnd:
     return RunEnd(nfe=votes.nfe, seconds=round(time.perf_counter() - t0, 4), answer=majority(votes.answers),
                   stopped=stopped, summary={"samples": len(votes.samples), "stop_reason": reason,
                                             "tally": [list(t) for t in tally(votes.answers)],
@@ -276,7 +276,7 @@ def majority_vote(adapter, prompt: str, params: VotingParams, *, task=None, seed
     stopped = not votes.samples
     if not stopped:
         yield votes.round(1, "max_samples", None)
-    yield _run_end(votes, t0, stopped, None if stopped else "max_samples", params)
+    yield _run_end(votes, t0, stopped, None if stopped else "max_samples")
 
 
 def dvoting(adapter, prompt: str, params: VotingParams, *, task=None, seed: int = 42,
@@ -292,13 +292,13 @@ def dvoting(adapter, prompt: str, params: VotingParams, *, task=None, seed: int 
     reason = None
     for round_number, rows in enumerate(filter(None, groups), start=1):
         if should_stop is not None and should_stop():
-            yield _run_end(votes, t0, True, None, params)
+            yield _run_end(votes, t0, True, None)
             return
         start = fully_masked if rows[0] < n_fresh(k) else start_canvas(votes.canvases, mask_id, params.agreement)
         finished = yield from _decode(adapter, prompt, params.diffusion(len(rows)), rows, [start] * len(rows),
                                       seed, task, should_stop, votes)
         if not finished:  # the user pressed Stop
-            yield _run_end(votes, t0, True, None, params)
+            yield _run_end(votes, t0, True, None)
             return
         n_before = len(votes.samples)
         votes.samples += finished  # a batch's extra samples are paid for, so they vote (same majority)
@@ -310,7 +310,7 @@ def dvoting(adapter, prompt: str, params: VotingParams, *, task=None, seed: int 
         yield votes.round(round_number, reason, next_start)
         if reason:
             break
-    yield _run_end(votes, t0, False, reason, params)
+    yield _run_end(votes, t0, False, reason)
 
 
 def decode(adapter, prompt: str, params: VotingParams, *, task=None, seed: int = 42,

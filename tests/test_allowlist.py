@@ -57,7 +57,7 @@ def test_public_message_hides_paths() -> None:
 def test_listed_hub_ids_become_loadable_without_remote_code(monkeypatch) -> None:
     monkeypatch.setattr(models, "HUB_ALLOWLIST", set())
     allowlist.enable(["tiny-dllm", "GSAI-ML/LLaDA-8B-Instruct", "org/model", "/srv/mine", "./rel/dir"])
-    assert models.HUB_ALLOWLIST == {"org/model"}
+    assert {"org/model"} == models.HUB_ALLOWLIST
     assert "org/model" not in models.TRUST_REMOTE_CODE_ALLOWLIST
 
 

@@ -113,7 +113,7 @@ def test_bad_parameter_is_one_line_and_exit_code_2() -> None:
     (["run", "diffusion", "--model", "no/such/folder"], ["no/such/folder"]),
 ])
 def test_usage_errors_name_the_problem(argv, words, capsys) -> None:
-    argv = argv[:2] + ["--model", "tiny-dllm", "--prompt", "1+2=?", "--quiet"] + argv[2:]
+    argv = [*argv[:2], "--model", "tiny-dllm", "--prompt", "1+2=?", "--quiet", *argv[2:]]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and all(w in err[0] for w in words), err

@@ -101,7 +101,9 @@ def check_markdown(line: str) -> None:
 
 def hostile_trace(d) -> tuple[Trace, list[str]]:
     """A valid diffusion / voting-shaped trace whose every string field is drawn from HOSTILE."""
-    h = lambda: d.draw(HOSTILE)
+    def h() -> str:
+        return d.draw(HOSTILE)
+
     texts = [h() for _ in range(6)]
     meta = Meta(model=h(), method=d.draw(st.sampled_from(["diffusion", "voting"])),
                 params={"strategy": h(), "k": 3, "steps": 3, h(): h(), "list": [h()]}, seed=1, task=h(),

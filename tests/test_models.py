@@ -88,7 +88,7 @@ def test_prompt_round_trip(zoo):
     assert ids[0] == adapter.tokenizer.bos_token_id and len(ids) == 1 + len(TASK_TEXT)
     assert adapter.token_text(ids) == ["[BOS]", *TASK_TEXT]
     assert adapter.token_text(torch.tensor([adapter.mask_id, adapter.eos_ids[0]])) == ["[MASK]", "[EOS]"]
-    assert adapter.decode(ids + [adapter.mask_id] + adapter.eos_ids) == TASK_TEXT
+    assert adapter.decode([*ids, adapter.mask_id, *adapter.eos_ids]) == TASK_TEXT
 
 
 def test_list_models_zoo_first(zoo):
@@ -106,7 +106,7 @@ def test_registry_entries():
     assert dream.shift_logits and dream.trust_remote_code and dream.kind == "masked_diffusion"
     assert {k for k, v in models.REGISTRY.items() if v.kind == "native_diffusion"}
     assert models.REGISTRY["Qwen/Qwen2.5-Math-PRM-7B"].step_tag == "<extra_0>"
-    assert models.TRUST_REMOTE_CODE_ALLOWLIST >= {k for k, v in models.REGISTRY.items() if v.trust_remote_code}
+    assert {k for k, v in models.REGISTRY.items() if v.trust_remote_code} <= models.TRUST_REMOTE_CODE_ALLOWLIST
 
 
 # --- trust_remote_code: a Dream-style masked LM with its own code, offline ---------------------------------
@@ -180,7 +180,7 @@ def remote_code_dir(tmp_path) -> Path:
 
 def test_remote_code_needs_the_allow_list(remote_code_dir, monkeypatch):
     monkeypatch.setattr(models, "TRUST_REMOTE_CODE_ALLOWLIST", set(models.TRUST_REMOTE_CODE_ALLOWLIST))
-    with pytest.raises(ModelLoadError, match="trust_remote_code.*allow-list"):
+    with pytest.raises(ModelLoadError, match=r"trust_remote_code.*allow-list"):
         load(str(remote_code_dir))
 
     models.allow_remote_code(remote_code_dir)
@@ -246,11 +246,11 @@ def test_missing_path(tmp_path):
 
 def test_corrupt_folder(tmp_path):
     (tmp_path / "config.json").write_text("{this is not json")
-    with pytest.raises(ModelLoadError, match="config.json"):
+    with pytest.raises(ModelLoadError, match=r"config\.json"):
         load(str(tmp_path))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         load(str(empty))
 
 
@@ -258,7 +258,7 @@ def test_registry_hub_id_fails_fast_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # read at import time by huggingface_hub
     start = time.perf_counter()
-    with pytest.raises(ModelLoadError, match="could not download Qwen/Qwen2.5-1.5B-Instruct") as err:
+    with pytest.raises(ModelLoadError, match=r"could not download Qwen/Qwen2\.5-1\.5B-Instruct") as err:
         load("Qwen/Qwen2.5-1.5B-Instruct")
     assert time.perf_counter() - start < 60  # generous: a Hub retry loop takes minutes, an offline check seconds
     assert "zoo model" in str(err.value)
@@ -273,7 +273,7 @@ def test_out_of_vocabulary_ids_render_as_placeholders(zoo):
     assert adapter.token_text([n, 151700, -1]) == [f"[id {n}]", "[id 151700]", "[id -1]"]
     assert adapter.token_text(torch.tensor([adapter.mask_id])) == ["[MASK]"]
     ids = adapter.tokenizer.encode("12", add_special_tokens=False)
-    assert adapter.decode(ids + [151700] + ids) == "12[id 151700]12"
+    assert adapter.decode([*ids, 151700, *ids]) == "12[id 151700]12"
 
 
 def test_padded_vocabulary_is_never_sampled(zoo):

@@ -17,7 +17,7 @@ from viz.tokens import render_canvas
 from viz.voting_view import agreement_grid, bench_figure, load_bench, nfe_meter_html, tally_html
 
 EVIL = "<img src=x onerror=alert(1)>"
-FINAL = list("1+2=3\n#3") + ["[EOS]", "[EOS]"]
+FINAL = [*list("1+2=3\n#3"), "[EOS]", "[EOS]"]
 
 
 class Tok:

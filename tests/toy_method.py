@@ -99,7 +99,7 @@ def render(state: State, meta: Meta | None, *, plots: bool = True, mark: float |
     if not plots:
         return {"text": text, "commits": None}
     per_step: dict[int, int] = {}
-    for p, s in (seq.commit_step.items() if seq is not None else []):
+    for s in (seq.commit_step.values() if seq is not None else []):
         per_step[s] = per_step.get(s, 0) + 1
     fig = go.Figure(go.Bar(x=sorted(per_step), y=[per_step[s] for s in sorted(per_step)]))
     fig.update_layout(height=200, margin={"l": 40, "r": 10, "t": 30, "b": 30}, title="characters per step")

@@ -73,11 +73,11 @@ def main() -> None:
         ]
         cmd[4:4] = extra  # right after the name: the recorded command keeps them (it is cut at --save-every)
         procs[name] = (subprocess.Popen(cmd), " ".join(cmd[1:]))
-    for name, (p, _) in procs.items():
+    for p, _ in procs.values():
         p.wait()
     evals = {}
     for name in PLAN:
-        dirs = sorted(a.work.glob(f"{name}-ckpt*"), key=lambda d: int(d.name.split("ckpt")[1])) + [a.work / name]
+        dirs = [*sorted(a.work.glob(f"{name}-ckpt*"), key=lambda d: int(d.name.split("ckpt")[1])), a.work / name]
         evals[name] = subprocess.Popen(
             [sys.executable, "-m", "decoding.zoo.quick_eval", *map(str, dirs), "--n", str(a.n_eval)],
             stdout=subprocess.PIPE,

@@ -123,7 +123,9 @@ def generator_metrics(probs: list[task.Problem], greedy: list[str | None], answe
     """quick_eval.generator_metrics' keys (greedy, single, maj@5, pass@8, per level) plus maj@8; the vote is
     the app's (`voting.majority`: most common answer, ties to the first seen). Answers are the zoo task's
     strings, compared with str(problem.answer)."""
-    mean = lambda xs: round(sum(xs) / len(xs), 4)
+    def mean(xs: list[float]) -> float:
+        return round(sum(xs) / len(xs), 4)
+
     rows = []
     for p, g, a in zip(probs, greedy, answers):
         expected = str(p.answer)
@@ -226,7 +228,9 @@ def targets(results: dict) -> dict:
 
 
 def table(results: dict) -> str:
-    pct = lambda x: "–" if x is None else f"{100 * x:.1f}%"
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{100 * x:.1f}%"
+
     lines = [
         "| model | greedy | single (T=1) | maj@5 | maj@8 | pass@8 | L6 single | L6 maj@5 | s/problem |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -71,7 +71,7 @@ def dllm_generate(model, tok, prompts: list[str], temperature: float, seed: int,
 def ar_generate(model, tok, prompts: list[str], temperature: float, seed: int) -> list[str]:
     device = next(model.parameters()).device
     enc = Encoder(tok)
-    ids, attn = _left_pad([[tok.bos_token_id] + enc(p) for p in prompts], tok.pad_token_id, device)
+    ids, attn = _left_pad([[tok.bos_token_id, *enc(p)] for p in prompts], tok.pad_token_id, device)
     torch.manual_seed(seed)
     out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=GEN_LENGTH, do_sample=temperature > 0,
                          temperature=temperature if temperature > 0 else None, top_k=None, top_p=None,
@@ -93,7 +93,9 @@ def generator_metrics(generate, model, tok, probs: list[task.Problem], n_samples
         maj5 = bool(votes) and votes.most_common(1)[0][0] == expected
         rows.append((TASK.extract_answer(greedy[i]) == expected, single, maj5, expected in answers[i]))
         by_level.setdefault(p.level, []).append((single, maj5))
-    mean = lambda xs: round(sum(xs) / len(xs), 4)
+    def mean(xs: list[float]) -> float:
+        return round(sum(xs) / len(xs), 4)
+
     return {
         "greedy": mean([r[0] for r in rows]),
         "single": mean([r[1] for r in rows]),
@@ -127,7 +129,7 @@ def prm_step_scores(model, tok, prompt: str, completion: str) -> list[float]:
     enc = Encoder(tok)
     steps = task.split_steps(completion)
     text = prompt + "".join(s + task.STEP_DELIMITER for s in steps)
-    ids = torch.tensor([[tok.bos_token_id] + enc(text)], device=device)
+    ids = torch.tensor([[tok.bos_token_id, *enc(text)]], device=device)
     logits = model(input_ids=ids).logits[0].float()
     good, bad = tok.convert_tokens_to_ids("[GOOD]"), tok.convert_tokens_to_ids("[BAD]")
     scores, pos = [], len(prompt)

@@ -142,7 +142,7 @@ def dllm_tensors(enc: Encoder, probs: list[task.Problem]) -> tuple[torch.Tensor,
     tok = enc.tok
     rows, answer = [], []
     for p in probs:
-        prompt = [tok.bos_token_id] + enc(p.prompt)
+        prompt = [tok.bos_token_id, *enc(p.prompt)]
         sol = enc(p.solution)
         rows.append(prompt + sol + [tok.eos_token_id] * (GEN_LENGTH - len(sol)))
         answer.append([0] * len(prompt) + [1] * GEN_LENGTH)
@@ -164,7 +164,7 @@ def dllm_loss(model, tok, ids: torch.Tensor, is_answer: torch.Tensor, gen: torch
 def ar_tensors(enc: Encoder, probs: list[task.Problem]) -> tuple[torch.Tensor, ...]:
     """ids = [BOS] prompt solution [EOS], right-padded; targets: the solution and EOS, else -100."""
     tok = enc.tok
-    rows = [[tok.bos_token_id] + enc(p.prompt + p.solution) + [tok.eos_token_id] for p in probs]
+    rows = [[tok.bos_token_id, *enc(p.prompt + p.solution), tok.eos_token_id] for p in probs]
     targets = [[-100] * (1 + len(p.prompt)) + r[1 + len(p.prompt) :] for p, r in zip(probs, rows)]
     return _rows_to_tensor(rows, tok.pad_token_id), _rows_to_tensor(targets, -100)
 
@@ -187,7 +187,7 @@ def prm_tensors(enc: Encoder, rng: random.Random, probs: list[task.Problem]) -> 
     rows, targets, lm_targets = [], [], []
     for p in probs:
         sol = p.solution if rng.random() < 0.4 else corrupt(rng, p)
-        row = [tok.bos_token_id] + enc(p.prompt + sol + task.STEP_DELIMITER)
+        row = [tok.bos_token_id, *enc(p.prompt + sol + task.STEP_DELIMITER)]
         target = [-100] * len(row)
         n_prompt = 1 + len(p.prompt)
         correct = sol == p.solution

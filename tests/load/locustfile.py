@@ -51,7 +51,7 @@ class DiffusionUser(User):
                           first_s=first - t0, total_s=time.monotonic() - t0, updates=len(job.outputs()))
         except QueueError as e:  # the bounded queue refused the run: what a gradio_client user is told
             record.update(outcome="rejected", message=str(e), total_s=time.monotonic() - t0)
-        except (AppError, Exception) as e:  # noqa: BLE001 -- anything else is a failure the table reports
+        except (AppError, Exception) as e:
             record.update(outcome="error", message=f"{type(e).__name__}: {e}"[:300], total_s=time.monotonic() - t0)
         RECORDS.append(record)
         kind = record["outcome"]
