@@ -31,6 +31,41 @@ def zoo_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_app(zoo_dir: Path, tmp_path_factory):
+    """One `python app.py` for every test that talks to the app (a start costs ~10 s on the 2-core box): the
+    zoo from `zoo_dir`, the toy method of tests/toy_method.py (DECODING_LENS_METHODS), and two copies of the zoo
+    dLLM on the operator's model list, one by DECODING_LENS_MODELS and one by `--allow-model`.
+    Yields (url, folder listed by the env var, folder listed by the flag)."""
+    import os
+    import shutil
+
+    from test_app import launch_app
+
+    tmp = tmp_path_factory.mktemp("app")
+    by_env, by_flag = tmp / "env" / "tiny-dllm", tmp / "flag" / "tiny-dllm"
+    for folder in (by_env, by_flag):
+        shutil.copytree(zoo_dir / "tiny-dllm", folder)
+    path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
+    proc, url = launch_app(zoo_dir, tmp / "app.log", "--allow-model", str(by_flag), DECODING_LENS_METHODS="toy_method",
+                           PYTHONPATH=path, DECODING_LENS_MODELS=str(by_env))
+    try:
+        yield url, by_env, by_flag
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def app_url(shared_app) -> str:
+    return shared_app[0]
+
+
+@pytest.fixture(scope="session")
+def dllm(zoo_dir: Path) -> str:
+    return str(zoo_dir / "tiny-dllm")
+
+
+@pytest.fixture(scope="session")
 def tiny_diffusion_gemma_dir(tmp_path_factory) -> Path:
     """A randomly initialised ~56k-parameter DiffusionGemmaForBlockDiffusion + the zoo's char tokenizer,
     saved with save_pretrained (canvas_length 8). Only text is used; the vision tower is required by the

@@ -5,12 +5,7 @@ Python and the CLI still load local folders (tests/test_models.py, tests/test_cl
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,28 +60,9 @@ def test_listed_hub_ids_become_loadable_without_remote_code(monkeypatch) -> None
 
 
 @pytest.fixture(scope="module")
-def listed_app(zoo_dir: Path, tmp_path_factory) -> Iterator[tuple[str, Path, Path]]:
-    """The app with one zoo-model copy on DECODING_LENS_MODELS and another on --allow-model."""
-    from test_app import free_port, wait_for
-
-    tmp = tmp_path_factory.mktemp("listed")
-    by_env, by_flag = tmp / "env" / "tiny-dllm", tmp / "flag" / "tiny-dllm"
-    for folder in (by_env, by_flag):
-        shutil.copytree(zoo_dir / "tiny-dllm", folder)
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "DECODING_LENS_ZOO": str(zoo_dir), "DECODING_LENS_MODELS": str(by_env),
-           "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
-    with open(tmp / "app.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--allow-model", str(by_flag)], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_for(url, proc)
-        yield url, by_env, by_flag
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def listed_app(shared_app) -> tuple[str, Path, Path]:
+    """The shared app (tests/conftest.py): one zoo-model copy on DECODING_LENS_MODELS, another on --allow-model."""
+    return shared_app
 
 
 def _run(client, model: str) -> str:

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,13 +54,14 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise TimeoutError(f"app did not answer at {url} within {timeout}s")
 
 
-def launch_app(zoo_dir: Path, log: Path, **env: str) -> tuple[subprocess.Popen, str]:
+def launch_app(zoo_dir: Path, log: Path, *args: str, **env: str) -> tuple[subprocess.Popen, str]:
     """`python app.py` in a subprocess: exactly what a user runs, with the env vars a Space would set."""
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "DECODING_LENS_ZOO": str(zoo_dir), "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1", **env}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for(url, proc)
@@ -70,21 +70,6 @@ def launch_app(zoo_dir: Path, log: Path, **env: str) -> tuple[subprocess.Popen, 
         proc.wait(10)
         raise
     return proc, url
-
-
-@pytest.fixture(scope="session")
-def app_url(zoo_dir: Path, tmp_path_factory) -> Iterator[str]:
-    proc, url = launch_app(zoo_dir, tmp_path_factory.mktemp("app") / "app.log")
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@pytest.fixture(scope="session")
-def dllm(zoo_dir: Path) -> str:
-    return str(zoo_dir / "tiny-dllm")
 
 
 def diffusion_args(model: str, prompt: str = "13-2=?", gen: int = 32, steps: int = 16, block: int = 16,
@@ -117,8 +102,8 @@ def wait_started(job, timeout: float = 120) -> None:
 
 def test_run_streams_intermediate_updates(app_url: str, dllm: str) -> None:
     client = Client(app_url, verbose=False)
-    # a batch of 8: long enough to stream on a fast machine too
-    job = client.submit(**diffusion_args(dllm, gen=112, steps=112, block=112, batch=8), api_name="/run_diffusion")
+    # a batch of 2 over 112 steps: long enough to stream on a fast machine too
+    job = client.submit(**diffusion_args(dllm, gen=112, steps=112, block=112, batch=2), api_name="/run_diffusion")
     wait_done(job, 240)
     outputs = job.outputs()
     assert len(outputs) >= 4, f"only {len(outputs)} updates: the run is not streamed"

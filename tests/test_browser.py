@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_app import ROOT, app_url, dllm  # noqa: F401 -- the same subprocess app fixtures
+from test_app import ROOT
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -76,7 +76,7 @@ def watch_run(page, status: str, canvas: str, plots: list[str], midrun_png: Path
 
 
 @pytest.fixture(scope="module")
-def page(app_url: str):  # noqa: F811
+def page(app_url: str):
     OUT.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,

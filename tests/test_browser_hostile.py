@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import torch
-from test_app import app_url  # noqa: F401 -- the same subprocess app fixture
 from test_browser import CHROMIUM, OUT, set_slider, sync_api
 
 from decoding.trace import Meta, Node, RunEnd, RunStart, Selection, Tokens, Trace, Vocab
@@ -66,7 +65,7 @@ INJECTED = """() => ({
 
 
 @pytest.fixture(scope="module")
-def hostile_page(app_url: str):  # noqa: F811
+def hostile_page(app_url: str):
     OUT.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
@@ -80,7 +79,7 @@ def hostile_page(app_url: str):  # noqa: F811
         browser.close()
 
 
-def test_hostile_trace_replays_as_text(hostile_page, app_url: str, tmp_path: Path) -> None:  # noqa: F811
+def test_hostile_trace_replays_as_text(hostile_page, app_url: str, tmp_path: Path) -> None:
     page = hostile_page
     app = urlsplit(app_url).netloc
     before = page.evaluate(INJECTED)

@@ -5,15 +5,13 @@ kind check. The app runs as `python app.py` with tests/ on PYTHONPATH."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
-from test_app import ROOT, launch_app, wait_done, wait_started
+from test_app import wait_done, wait_started
 
 TOY = {"prompt": "13-2=?", "steps": 4, "direction": "backwards", "shout": False, "delay": 0.0, "limit": 400,
        "seed": 3, "mark": -1}
@@ -26,15 +24,9 @@ def text(page: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def toy_url(zoo_dir: Path, tmp_path_factory) -> Iterator[str]:
-    path = os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))
-    proc, url = launch_app(zoo_dir, tmp_path_factory.mktemp("toy-app") / "app.log",
-                           DECODING_LENS_METHODS="toy_method", PYTHONPATH=path)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def toy_url(app_url: str) -> str:
+    """The shared app (tests/conftest.py) registers the toy method through DECODING_LENS_METHODS."""
+    return app_url
 
 
 def test_toy_tab_runs_through_the_generic_handlers(toy_url: str, zoo_dir: Path) -> None:
