@@ -153,7 +153,7 @@ def _load_adapter(spec: str):
     def target() -> None:
         try:
             box["adapter"] = models.load(spec)
-        except Exception as e:
+        except Exception as e:  # any failure is reported in the page
             box["error"] = e
 
     thread = threading.Thread(target=target, daemon=True)
@@ -187,7 +187,7 @@ def _model_choices(kinds: set[str]) -> list[tuple[str, str]]:
     zoo_env = os.environ.get(allowlist.ZOO_ENV, "").strip()
     try:
         rows = {str(row.get("name")): row for row in models.list_models()}
-    except Exception:
+    except Exception:  # the picker still offers the rest
         rows = {}
     choices: list[tuple[str, str]] = []
     for spec in ALLOWED:
@@ -420,7 +420,7 @@ def upload_trace(tabs: dict[str, Tab], path: str | None, options: dict[str, dict
         trace = Trace.load(path)
     except TraceError as e:
         return fail(str(e))
-    except Exception as e:
+    except Exception as e:  # a file the loader did not expect must not take the app down
         return fail(f"{type(e).__name__}: {e}")
     tab = tabs.get(trace.meta.method)
     if tab is None:
@@ -430,7 +430,7 @@ def upload_trace(tabs: dict[str, Tab], path: str | None, options: dict[str, dict
     try:
         frames = view.frames
         panels = _replay_panels(tabs, tab, view.latest(), trace.meta, options)
-    except Exception as e:
+    except Exception as e:  # a file that passes the schema but does not make sense
         return fail(f"inconsistent trace ({type(e).__name__}: {e})")
     meta = trace.meta
     info = (f"▶ replaying **{_md(tab.method.title)}** on **{_md(meta.model)}** (seed {meta.seed}), {frames} steps"
