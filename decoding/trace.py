@@ -288,12 +288,12 @@ class Trace:
             from decoding.trace_v1 import convert
 
             if isinstance(data.get("events"), list) and len(data["events"]) > MAX_EVENTS:
-                check_work(data)  # (says how many events; a v1 trace converts to at least as many)
+                check_work(data.get("events"))  # (says how many events; a v1 trace converts to at least as many)
             data = convert(data)
         elif data.get("version") != VERSION:
             raise TraceError(f"trace version {str(data.get('version'))[:20]!r} is not supported (this app reads 1 "
                              f"and {VERSION})")
-        check_work(data)
+        check_work(data.get("events"))
         try:
             parsed = _FILE.validate_python(data)
         except ValidationError as e:
@@ -302,8 +302,23 @@ class Trace:
 
     @classmethod
     def loads(cls, text: str | bytes) -> Trace:
+        """Size first, then a byte scan for the number of events, then (a version-2 trace) pydantic's own JSON
+        parser validating as it parses, then the work limits before anything is folded. Anything else (a
+        version-1 trace, broken JSON, not a trace) goes through json.loads for its conversion or message."""
         if len(text) > MAX_TRACE_BYTES:
             raise TraceError(f"trace is larger than {MAX_TRACE_BYTES // 2**20} MB")
+        raw = text.encode() if isinstance(text, str) else text
+        if raw.count(b'"kind"') > MAX_EVENTS:  # an upper bound on the events, before any parsing
+            raise TraceError(f"the trace is too large to replay: more than {MAX_EVENTS:,} events")
+        try:
+            parsed = _FILE.validate_json(raw)
+        except ValidationError as e:
+            if not any(err["type"] == "json_invalid" or err["loc"][:1] in (("format",), ("version",))
+                       for err in e.errors()):
+                raise TraceError(_message(e)) from None
+        else:
+            check_work(parsed.events)
+            return cls(parsed.meta, parsed.events)
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -323,15 +338,18 @@ class Trace:
         return cls.loads(path.read_bytes())
 
 
-def check_work(data: dict) -> None:
-    """Refuse, before validating it, a parsed trace that would cost too much to replay: too many events, too
-    many per-position entries, too many sequences, or more fold state than MAX_FOLD_SLOTS (the Fold keeps a
-    copy of every sequence's columns, its heatmap rows, the vocabulary, nodes and selections at every
-    CHECKPOINT_EVERY-th step). One cheap pass over the JSON; malformed parts are skipped (validation names them).
-    TraceError says which limit and by how much."""
+def _get(e: Any, key: str) -> Any:
+    return e.get(key) if isinstance(e, dict) else getattr(e, key, None)
+
+
+def check_work(events: Any) -> None:
+    """Refuse, before it is folded, a trace that would cost too much to replay: too many events, too many
+    per-position entries, too many sequences, or more fold state than MAX_FOLD_SLOTS (the Fold keeps a copy of
+    every sequence's columns, its heatmap rows, the vocabulary, nodes and selections at every CHECKPOINT_EVERY-th
+    step). `events`: parsed JSON objects (before validation) or validated events; one cheap pass, malformed
+    parts skipped (validation names them). TraceError says which limit and by how much."""
     from decoding.fold import CHECKPOINT_EVERY, MAX_POSITIONS  # (fold imports this module)
 
-    events = data.get("events")
     if not isinstance(events, list):
         return
     if len(events) > MAX_EVENTS:
@@ -341,31 +359,29 @@ def check_work(data: dict) -> None:
     seqs: set[int] = set()
     last = None
     for e in events:
-        if not isinstance(e, dict):
-            continue
-        kind = e.get("kind")
+        kind = _get(e, "kind")
         if kind == "tokens":
-            pos, step, seq = e.get("pos"), e.get("step"), e.get("seq")
+            pos, step, seq = _get(e, "pos"), _get(e, "step"), _get(e, "seq")
             if isinstance(pos, list):
                 entries += len(pos)
                 if pos:
                     length = max(length, min(_max_int(pos) + 1, MAX_POSITIONS))
-            top = e.get("top_ids")
+            top = _get(e, "top_ids")
             if isinstance(top, list):
                 entries += sum(len(t) for t in top if isinstance(t, list))
             if isinstance(seq, int) and not isinstance(seq, bool):
                 seqs.add(seq)
-            if isinstance(step, int) and step > 0 and step != last and e.get("action") != "keep":
+            if isinstance(step, int) and step > 0 and step != last and _get(e, "action") != "keep":
                 frames, last = frames + 1, step
-            if e.get("action") == "propose":
+            if _get(e, "action") == "propose":
                 rows += 1
         elif kind == "vocab":
-            ids = e.get("ids")
+            ids = _get(e, "ids")
             if isinstance(ids, list):
                 entries += len(ids)
                 other += len(ids)
         elif kind == "start":
-            n = e.get("length")
+            n = _get(e, "length")
             if isinstance(n, int):
                 length = max(length, min(n, MAX_POSITIONS))
         else:

@@ -170,3 +170,21 @@ def test_fold_follows_a_growing_trace(dllm) -> None:
         fold.latest()
     assert fold.frames == Fold(trace).frames
     assert {k: s.ids for k, s in fold.latest().seqs.items()} == {k: s.ids for k, s in Fold(trace).latest().seqs.items()}
+
+
+def test_work_limits_refuse_before_folding(monkeypatch) -> None:
+    """A file under the byte limit can still ask for too much work: the limits name which and by how much, on
+    both load paths (pydantic's JSON parser for version 2, the parsed dict otherwise)."""
+    from decoding import trace as trace_module
+
+    data = small_trace()
+    data["events"][2:2] = [{"kind": "tokens", "seq": s, "step": 1, "action": "commit", "pos": [0], "ids": [3]}
+                           for s in range(1, 6)]
+    monkeypatch.setattr(trace_module, "MAX_SEQUENCES", 3)
+    with pytest.raises(TraceError, match=r"6 sequences \(this app replays at most 3\)"):
+        Trace.loads(json.dumps(data))
+    with pytest.raises(TraceError, match=r"6 sequences"):
+        Trace.from_json(data)
+    monkeypatch.setattr(trace_module, "MAX_EVENTS", 4)
+    with pytest.raises(TraceError, match="more than 4 events"):
+        Trace.loads(json.dumps(data))
