@@ -127,12 +127,6 @@ def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "default"
 
 
-def _md(text: object) -> str:
-    """Untrusted text inside Markdown, shown as text (viz.tokens.md_escape: HTML escaped, Markdown punctuation
-    backslashed, no newline, no autolink)."""
-    return md_escape(text)
-
-
 def _warn(message: str) -> str:
     """A message in a pop-up and in the status line ("⚠ message"). It can quote user input (a file's field
     names, a model id), so it is escaped for both: gr.Warning renders HTML, the status line is Markdown."""
@@ -169,14 +163,10 @@ def _load_adapter(spec: str):
 
 
 def _folder_kind(folder: Path) -> str | None:
-    """The kind a model folder declares (its settings, else its config), None if it is no model folder."""
+    """The kind a model folder holds (models.folder_settings), None if it is no model folder."""
     try:
-        settings = json.loads((folder / models.SETTINGS_FILE).read_text()) \
-            if (folder / models.SETTINGS_FILE).is_file() else {}
-        if "kind" in settings:
-            return str(settings["kind"])
-        return models._kind_from_config(json.loads((folder / "config.json").read_text()), folder)
-    except (OSError, ValueError, AttributeError, TypeError):  # ModelLoadError is a ValueError
+        return str(models.folder_settings(folder)[1]["kind"])
+    except models.ModelLoadError:
         return None
 
 
@@ -226,7 +216,7 @@ def model_status(model: str) -> str:
         return _warn(str(e) if isinstance(e, allowlist.ModelNotAllowed) else f"cannot load {model}: {e}")
     tabs = [m.title for m in methods.all_methods().values() if adapter.kind in m.kinds]
     where = f"runs in: {', '.join(tabs)}" if tabs else "no tab runs this kind of model"
-    return (f"✓ **{_md(model)}** loaded: {adapter.kind.replace('_', ' ')}, context {adapter.max_length} tokens, "
+    return (f"✓ **{md_escape(model)}** loaded: {adapter.kind.replace('_', ' ')}, context {adapter.max_length} tokens, "
             f"on {adapter.device} · {where}.")
 
 
@@ -289,8 +279,7 @@ def _final(tab: Tab, run: live.LiveRun, options: dict) -> list:
     """(*panels, status, scrubber, trace file, TraceView) of a finished run."""
     view = run.view
     if run.input_error:
-        return [*[gr.skip()] * len(tab.panels), _warn(run.error or "the run did not start"), gr.skip(), gr.skip(),
-                gr.skip()]
+        return _error_outputs(tab, run.error or "the run did not start")
     state = view.latest()
     panels = _render(tab, state, view.meta, options, shown={})
     if run.error:
@@ -390,8 +379,7 @@ def stop_tab(tab: Tab, request: gr.Request | None, options: dict) -> list:
     if run is None or run.done.is_set():
         return [*[gr.skip()] * len(tab.panels), "Nothing is running.", gr.skip(), gr.skip(), gr.skip()]
     if not run.request_stop():
-        return [*[gr.skip()] * len(tab.panels), _warn("the run did not stop in time; it will stop after its step"),
-                gr.skip(), gr.skip(), gr.skip()]
+        return _error_outputs(tab, "the run did not stop in time; it will stop after its step")
     return _final(tab, run, options)
 
 
@@ -433,8 +421,9 @@ def upload_trace(tabs: dict[str, Tab], path: str | None, options: dict[str, dict
     except Exception as e:  # a file that passes the schema but does not make sense
         return fail(f"inconsistent trace ({type(e).__name__}: {e})")
     meta = trace.meta
-    info = (f"▶ replaying **{_md(tab.method.title)}** on **{_md(meta.model)}** (seed {meta.seed}), {frames} steps"
-            + (f" · expected answer {_md(meta.expected)}" if meta.expected is not None else ""))
+    info = (f"▶ replaying **{md_escape(tab.method.title)}** on **{md_escape(meta.model)}** (seed {meta.seed}), "
+            f"{frames} steps"
+            + (f" · expected answer {md_escape(meta.expected)}" if meta.expected is not None else ""))
     groups = [gr.Column(visible=name == tab.name) for name in tabs]
     return [VIEWS.put(session, "replay", view, size), _scrubber(frames), info, *groups, *panels]
 

@@ -384,7 +384,9 @@ def _registry_settings(info: ModelInfo) -> dict:
     return settings
 
 
-def _load_local(spec: str, folder: Path, device: torch.device) -> Adapter:
+def folder_settings(folder: Path) -> tuple[dict, dict]:
+    """(config.json, adapter settings) of a model folder: its decoding_lens.json over the registry's settings
+    (for a snapshot of a registry model), the kind always filled in. ModelLoadError when it is no model folder."""
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"{folder} has no config.json: not a transformers model folder")
     config = _read_json(folder / "config.json")
@@ -394,6 +396,11 @@ def _load_local(spec: str, folder: Path, device: torch.device) -> Adapter:
         settings = {**_registry_settings(info), "registry": info.hub_id, **settings}
     if "kind" not in settings:
         settings["kind"] = _kind_from_config(config, folder)
+    return config, settings
+
+
+def _load_local(spec: str, folder: Path, device: torch.device) -> Adapter:
+    config, settings = folder_settings(folder)
     needs_code = bool(settings.get("trust_remote_code")) or "auto_map" in config
     if needs_code and _allow_key(folder) not in TRUST_REMOTE_CODE_ALLOWLIST:
         raise ModelLoadError(f"{folder} ships its own model code (config.json auto_map) and needs trust_remote_code, "
