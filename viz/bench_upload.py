@@ -1,4 +1,4 @@
-"""`python -m decoding.bench_upload`: replaying a large upload, in-process (no server): a valid synthetic trace
+"""`python -m viz.bench_upload`: replaying a large upload, in-process (no server): a valid synthetic trace
 of ~50 MB (viz.bench_scrub.synthetic_trace, 690 steps x 5 samples x 690 positions, top-3 everywhere), then
 Trace.load (JSON, work limits, validation), the first fold and the first diffusion view (serialised as Gradio
 sends it), scrub moves, and the process RSS before, after loading and after the view is dropped
