@@ -12,6 +12,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # plain `pytest` (no package install, no pytest config) must find `decoding`
     sys.path.insert(0, str(ROOT))
 
+# One torch thread in every test: tiny models on the 2-core box are faster with one, and two threads were ~10x
+# slower under load (../shared/NOTES.md). A test that needs more sets them itself.
+torch.set_num_threads(1)
+
 ZOO_DIR = ROOT / "examples" / "models"
 ZOO_NAMES = ("tiny-dllm", "tiny-ar", "tiny-prm")
 

@@ -9,11 +9,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 
 from decoding import allowlist, models
-
-torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 # Typed into the model field: a folder that exists but holds no model, one that does not exist, a relative

@@ -10,14 +10,6 @@ from decoding.diffusion import DiffusionParams, entropy_of, topk_last
 from decoding.voting import VotingParams
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("vocab", [25, 600, 1024, 5000])
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_topk_last_matches_torch_topk(vocab: int, k: int) -> None:

@@ -11,12 +11,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import torch
 from test_browser import CHROMIUM, OUT, set_slider, sync_api
 
 from decoding.trace import Meta, Node, RunEnd, RunStart, Selection, Tokens, Trace, Vocab
-
-torch.set_num_threads(1)
 
 IMG = '<img src=x onerror="window.__pwned=1">'
 SCRIPT = "<script>window.__pwned=2</script>"

@@ -10,21 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from decoding import cli
 from decoding.trace import Node, RunEnd, RunStart, Tokens, Trace
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _module(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:

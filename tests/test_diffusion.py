@@ -22,15 +22,6 @@ from decoding.trace import Node, RunEnd, RunStart, Tokens, Trace
 PROMPT = "12+7-5=?\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared CPU: one thread is faster and avoids oversubscription.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dllm(zoo_dir):
     return load(str(zoo_dir / "tiny-dllm"))

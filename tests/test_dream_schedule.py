@@ -17,7 +17,6 @@ PROMPT = "12+7-5=?\n"
 
 @pytest.fixture(scope="module")
 def dream_like(zoo_dir):
-    torch.set_num_threads(1)
     adapter = copy.copy(load(str(zoo_dir / "tiny-dllm")))
     adapter.settings = {**adapter.settings, "schedule": "dream"}  # as the registry marks Dream
     return adapter

@@ -16,7 +16,6 @@ from html.parser import HTMLParser
 
 import plotly.graph_objects as go
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +23,6 @@ from decoding.fold import Fold
 from decoding.trace import Meta, Node, RunEnd, RunStart, Selection, Tokens, Trace, Vocab
 from viz import diffusion_view, voting_view
 from viz.tokens import md_escape
-
-torch.set_num_threads(1)
 
 PAYLOADS = [
     "<img src=x onerror=alert(1)>", "<script>alert(1)</script>", '<a href="javascript:alert(1)">x</a>',

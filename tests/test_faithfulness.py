@@ -18,7 +18,6 @@ PROMPTS = ["12+7-5*3=?\n", "13-2=?\n", "56-29-26+83*6-88-8=?\n", "5+5+5+5=?\n"]
 
 @pytest.fixture(scope="module")
 def dllm(zoo_dir):
-    torch.set_num_threads(1)
     return load(str(zoo_dir / "tiny-dllm"))
 
 

@@ -36,7 +36,6 @@ TINY = {
 
 @pytest.fixture(autouse=True)
 def _setup(monkeypatch):
-    torch.set_num_threads(1)
     monkeypatch.setattr(models, "TRUST_REMOTE_CODE_ALLOWLIST", set(models.TRUST_REMOTE_CODE_ALLOWLIST))
     models.clear_cache()
     yield

@@ -27,7 +27,6 @@ SHAPES = {
 
 @pytest.fixture(autouse=True)
 def one_thread_fresh_cache(monkeypatch):
-    torch.set_num_threads(1)
     monkeypatch.setattr(models, "TRUST_REMOTE_CODE_ALLOWLIST", set(models.TRUST_REMOTE_CODE_ALLOWLIST))
     models.clear_cache()
     yield

@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from decoding.diffusion import DiffusionParams, denoise
 from decoding.fold import CHECKPOINT_EVERY, Fold
@@ -127,7 +126,6 @@ def test_published_json_schema_is_current() -> None:
 
 @pytest.fixture(scope="module")
 def dllm(zoo_dir):
-    torch.set_num_threads(1)
     return load(str(zoo_dir / "tiny-dllm"))
 
 

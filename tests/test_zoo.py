@@ -30,7 +30,6 @@ AUROC_TOLERANCE = 0.05
 
 @pytest.mark.parametrize("name", list(KIND))
 def test_recipe_trains_and_loads(name: str, tmp_path: Path):
-    torch.set_num_threads(1)  # 2 threads on the 2-core box is ~10x slower under load (NOTES.md)
     out = train(
         name,
         steps=3,
@@ -62,7 +61,6 @@ def _card() -> dict:
 
 @pytest.fixture(scope="module")
 def card() -> dict:
-    torch.set_num_threads(1)  # 2 threads on the 2-core box is ~10x slower under load (NOTES.md)
     return _card()
 
 
