@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import socket
 import threading
@@ -292,9 +293,10 @@ class Adapter:
 
 
 _CACHE: dict[tuple[str, str], Adapter] = {}
-# One lock per key: two app events asking for the same 8B model load it once, and a long download does not
-# block loading another model.
-_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+# One lock for every load: transformers' from_pretrained is not thread-safe across models (two loads in two threads
+# failed with "Cannot copy out of meta tensor": it builds on the meta device through process-wide state). Two app
+# events asking for the same model load it once; a cached model is returned without waiting.
+_LOAD_LOCK = threading.Lock()
 
 
 def load(spec: str | Path, device: str | torch.device | None = None) -> Adapter:
@@ -302,7 +304,9 @@ def load(spec: str | Path, device: str | torch.device | None = None) -> Adapter:
     spec = str(spec)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     key = (spec, str(device))
-    with _LOCKS.setdefault(key, threading.Lock()):
+    if key in _CACHE:
+        return _CACHE[key]
+    with _LOAD_LOCK:
         if key not in _CACHE:
             _CACHE[key] = _load(spec, device)
         return _CACHE[key]
@@ -545,6 +549,14 @@ def _max_length(settings: dict, config: dict, tokenizer: Any) -> int:
     return int(limit) if limit and limit < 10**7 else 2048
 
 
+def hardware_need(info: ModelInfo) -> str:
+    """What running a registry model takes, for the picker: bf16 weights are ~2 bytes per parameter."""
+    if info.params_b < 0.5:
+        return "runs on CPU"
+    return f"GPU with ~{math.ceil(2 * info.params_b)} GB for bf16 weights" + (
+        ", runs its own modeling code" if info.trust_remote_code else "")
+
+
 def list_models() -> list[dict]:
     """The app's picker: zoo models that exist, then the registry (available_locally = in the HF cache)."""
     rows = []
@@ -555,7 +567,8 @@ def list_models() -> list[dict]:
             rows.append({"name": name, "kind": settings.get("kind", "?"), "available_locally": True,
                          "note": f"tiny zoo model trained on the synthetic arithmetic task ({folder.name})"})
     for hub_id, info in REGISTRY.items():
-        rows.append({"name": hub_id, "kind": info.kind, "available_locally": _in_hf_cache(hub_id), "note": info.note})
+        rows.append({"name": hub_id, "kind": info.kind, "available_locally": _in_hf_cache(hub_id), "note": info.note,
+                     "needs": hardware_need(info)})
     return rows
 
 

@@ -3,15 +3,20 @@
 transformers' own `generate()` runs unchanged in a worker thread; a streamer with `_takes_logits = True`
 receives each denoising draft's logits through `put_draft(logits=...)` and every finished canvas through
 `put(ids)`. What DiffusionGemma does per step (EntropyBoundSampler): sample every position, accept the
-lowest-entropy tokens while sum(entropy) - max(entropy) <= entropy_bound, renoise the rest with random tokens;
-the draft shown is the argmax canvas. In the events (step = one denoising pass):
+lowest-entropy sampled tokens while sum(entropy) - max(entropy) <= entropy_bound, renoise the rest with random
+tokens. Accepted tokens are not frozen: the next step samples and accepts afresh. The model's own sampler is
+observed, not re-derived: `_prepare_sampler` is wrapped once per model, and in a run's worker thread the sampler
+hands each step's sampled canvas and acceptance mask to the streamer (`_Observed`). In the events (step = one
+denoising pass):
 - block = canvas (config.canvas_length tokens, generated left to right, autoregressively);
-- `propose`: the argmax draft at every position of the canvas, with confidence, entropy and top-k from the
-  temperature-scheduled logits the sampler used;
-- `commit`: accepted now but not before; `remask`: accepted at an earlier draft, renoised by this one (the
-  model has no [MASK] token: a renoised position holds a random token); when a canvas is finalized (its
-  `put`), every position whose token changed is committed with the final token (EOS padding included).
-The acceptance mask is recomputed from the streamed logits by transformers' own `EntropyBoundSampler`.
+- `propose`: the argmax draft at every position of the canvas (the model's current guess, what generate() keeps
+  as the canvas's output), with confidence, entropy and top-k from the temperature-scheduled logits;
+- `commit`: a token the sampler accepted now and had not accepted before (the sampled token, which may differ
+  from the argmax); a position whose accepted token changed gets `remask` (old) then `commit` (new) at the same
+  step; `remask` alone: accepted at an earlier draft, renoised by this one (the model has no [MASK] token: a
+  renoised position holds a random token);
+- when a canvas is finalized (its `put`), every position whose token differs from the final (argmax) token is
+  committed with the final token (EOS padding included).
 Stopping: a StoppingCriteria (checked by generate() after each canvas) plus the streamer, which raises
 between denoising steps once a stop was asked for, so a stop takes effect after the current step.
 Each event is sent one draft late: only the next draft (or the canvas's `put`) tells whether it was final.
@@ -28,16 +33,48 @@ from collections.abc import Callable, Generator
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
-from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
-    EntropyBoundSampler,
-    EntropyBoundSamplerConfig,
-)
+from transformers.models.diffusion_gemma.generation_diffusion_gemma import EntropyBoundSamplerConfig
 
 from decoding.diffusion import Decoded, DiffusionParams, _text
 from decoding.record import Recorder
 from decoding.trace import Node, RunEnd, RunStart, Tokens, r
 
 DEFAULT_ENTROPY_BOUND = 0.1  # DiffusionGemmaGenerationConfig's default
+
+
+_RUN = threading.local()  # in a run's generate() thread: `on_accept`, the streamer's hook for the sampler
+
+
+class _Observed:
+    """transformers' sampler, passed through unchanged, reporting each accept_canvas decision (the sampled canvas
+    and its acceptance mask) to the run that owns this thread."""
+
+    def __init__(self, sampler, on_accept: Callable[[torch.Tensor, torch.Tensor], None]):
+        self._sampler, self._on_accept = sampler, on_accept
+
+    def accept_canvas(self, current_canvas, denoiser_canvas, logits, cur_step):
+        accepted = self._sampler.accept_canvas(current_canvas, denoiser_canvas, logits, cur_step)
+        self._on_accept(denoiser_canvas, self._sampler.accepted_token_mask)
+        return accepted
+
+    def __getattr__(self, name: str):
+        return getattr(self._sampler, name)
+
+
+def observe_sampler(model) -> None:
+    """Wrap the model's `_prepare_sampler` once: generate() called from a thread with `_RUN.on_accept` set gets
+    an observed sampler; any other call (another thread, plain use of the model) gets the model's own."""
+    if getattr(model, "_decoding_lens_observed", False):
+        return
+    prepare = model._prepare_sampler
+
+    def prepare_observed(generation_config):
+        sampler = prepare(generation_config)
+        on_accept = getattr(_RUN, "on_accept", None)
+        return _Observed(sampler, on_accept) if on_accept is not None else sampler
+
+    model._prepare_sampler = prepare_observed
+    model._decoding_lens_observed = True
 
 
 class _Stopped(Exception):
@@ -57,14 +94,14 @@ class StopFlag(StoppingCriteria):
 class DraftStreamer(BaseStreamer):
     """Turns DiffusionGemma's drafts into token deltas, pushed to `emit` (one draft late, see the module doc)."""
 
-    def __init__(self, adapter, n_rows: int, gen_length: int, canvas_length: int, entropy_bound: float,
+    def __init__(self, adapter, n_rows: int, gen_length: int, canvas_length: int,
                  top_k: int, rows: list[int], emit: Callable[[object], None], stop: threading.Event,
                  first_step: int = 0):
         self._takes_logits = True  # generate() then calls put_draft(logits=...) instead of put_draft(value=...)
         self.adapter, self.top_k, self.rows, self.emit, self.stop = adapter, top_k, rows, emit, stop
         self.C, self.G, self.first_step = canvas_length, gen_length, first_step
-        self.sampler = EntropyBoundSampler(EntropyBoundSamplerConfig(entropy_bound=entropy_bound), canvas_length,
-                                           vocab_size=0, max_denoising_steps=1)
+        self.sampled: torch.Tensor | None = None  # this step's sampled canvas and acceptance mask (the sampler's)
+        self.accepted: torch.Tensor | None = None
         self.recorder = Recorder(adapter.token_text)
         self.ids: list[list[int | None]] = [[None] * gen_length for _ in range(n_rows)]  # accepted token or None
         self.canvas = -1  # index of the canvas being denoised; -1 until the prompt arrived
@@ -104,6 +141,10 @@ class DraftStreamer(BaseStreamer):
         self.canvas += 1
         self.prev_logits = None
 
+    def on_accept(self, sampled: torch.Tensor, accepted: torch.Tensor) -> None:
+        """The sampler's decision of the step whose draft comes next (accept_canvas runs before put_draft)."""
+        self.sampled, self.accepted = sampled.cpu(), accepted.cpu()
+
     def put_draft(self, value=None, logits: torch.Tensor | None = None, **kwargs) -> None:  # noqa: ARG002 -- streamer API
         self._flush()  # the previous draft was not the canvas's last: send it as it was
         if self.stop.is_set():
@@ -119,8 +160,10 @@ class DraftStreamer(BaseStreamer):
         probs = torch.softmax(logits, -1)
         conf, ids = probs.max(-1)
         ent = torch.special.entr(probs).sum(-1)
-        self.sampler.accept_canvas(ids, ids, logits, 0)
-        accepted = self.sampler.accepted_token_mask.tolist()
+        if self.accepted is None:
+            raise RuntimeError("the model's sampler was not observed (decoding.native_diffusion.observe_sampler)")
+        accepted, sampled = self.accepted.tolist(), self.sampled.tolist()
+        self.accepted = self.sampled = None
         top_p, top_i = probs.topk(self.top_k, dim=-1)
         lo = self.canvas * self.C
         width = min(self.C, self.G - lo)
@@ -134,14 +177,18 @@ class DraftStreamer(BaseStreamer):
                                        ids=ids_l[i][:width], conf=[r(v) for v in conf_l[i][:width]],
                                        entropy=[r(v) for v in ent_l[i][:width]], top_ids=top_i_l[i][:width],
                                        top_p=[[r(v) for v in c] for c in top_p_l[i][:width]], block=self.canvas))
-            now = [p for c, p in enumerate(pos) if accepted[i][c] and self.ids[i][p] is None]
-            gone = [p for c, p in enumerate(pos) if not accepted[i][c] and self.ids[i][p] is not None]
-            for p in now:
-                self.ids[i][p] = ids_l[i][p - lo]
+            if not changed[i]:
+                continue  # done denoising: generate() keeps this row's canvas, the sampler's verdict is unused
+            token = {p: sampled[i][p - lo] for c, p in enumerate(pos) if accepted[i][c]}  # accepted: sampled token
+            swapped = [p for p in token if self.ids[i][p] is not None and self.ids[i][p] != token[p]]
+            gone = [p for p in pos if p not in token and self.ids[i][p] is not None]
+            self._set(i, gone + swapped, [self.ids[i][p] for p in gone + swapped], "remask")  # renoised / replaced
+            now = [p for p in pos if p in token and self.ids[i][p] != token[p]]
             for p in gone:
                 self.ids[i][p] = None
-            self._set(i, now, [ids_l[i][p - lo] for p in now], "commit")
-            self._set(i, gone, [ids_l[i][p - lo] for p in gone], "remask")  # renoised by the sampler
+            for p in now:
+                self.ids[i][p] = token[p]
+            self._set(i, now, [token[p] for p in now], "commit")
 
     def _flush(self) -> None:
         for event in self.pending or []:
@@ -190,9 +237,12 @@ def denoise_native(adapter, prompt: str, params: DiffusionParams, seed: int = 0,
     prompt_ids = adapter.encode_prompt(prompt)
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
-    streamer = DraftStreamer(adapter, len(rows), G, C, bound, params.top_k, rows, events.put, stop, first_step)
+    streamer = DraftStreamer(adapter, len(rows), G, C, params.top_k, rows, events.put, stop, first_step)
+
+    observe_sampler(model)
 
     def work() -> None:
+        _RUN.on_accept = streamer.on_accept
         try:
             torch.manual_seed(seed)  # DiffusionGemma samples from the global generator
             input_ids = torch.tensor([prompt_ids] * len(rows), device=adapter.device)
@@ -206,6 +256,8 @@ def denoise_native(adapter, prompt: str, params: DiffusionParams, seed: int = 0,
             pass
         except Exception as e:
             events.put(e)
+        finally:
+            _RUN.on_accept = None
         events.put(None)
 
     t0 = time.perf_counter()

@@ -20,7 +20,10 @@ The failures, as the real LLaDA-8B-Instruct / Dream-v0-Instruct-7B hub code meet
 - `rope_inv_freq`: v5 builds the model on the meta device, so a non-persistent `inv_freq` buffer computed in
   `__init__` comes out as uninitialised memory after loading: recomputed, then checked;
 - `generation_config_validate`: v5's GenerationConfig calls `validate(user_set_attributes=...)`, Dream's
-  DreamGenerationConfig.validate takes only `is_init`.
+  DreamGenerationConfig.validate takes only `is_init`;
+- `tied_weights_keys_format`: Dream's `_tied_weights_keys = ["lm_head.weight"]` is v4's list of parameters tied
+  to the input embeddings; v5 wants a {target: source} dict and fails with `'list' object has no attribute
+  'keys'` (in save_pretrained, and in loading whenever the config ties the embeddings).
 """
 
 from __future__ import annotations
@@ -104,6 +107,28 @@ def repair_tie_weights_signature(cls: type) -> bool:
     return True
 
 
+def repair_tied_weights_keys_format(cls: type) -> bool:
+    """`'list' object has no attribute 'keys'`: v4's `_tied_weights_keys` list. Condition: the class itself sets it
+    to a list or tuple. Repair: a property giving v5's {target: source} dict, the source being the input embeddings'
+    weight as v4 tied them (an empty dict while the model is still being built)."""
+    targets = cls.__dict__.get("_tied_weights_keys")
+    if not isinstance(targets, list | tuple) or _done(cls, "tied_weights_keys_format"):
+        return False
+    targets = tuple(targets)
+
+    def tied_weights_keys(self) -> dict[str, str]:
+        try:
+            weight = self.get_input_embeddings().weight
+        except (AttributeError, NotImplementedError):
+            return {}
+        source = next((name for name, p in self.named_parameters() if p is weight), None)
+        return {t: source for t in targets if source is not None and t != source}
+
+    cls._tied_weights_keys = property(tied_weights_keys)
+    _mark(cls, "tied_weights_keys_format")
+    return True
+
+
 def default_rope_init(config: Any, device: torch.device | None = None, seq_len: int | None = None,  # noqa: ARG001
                       **rope_kwargs) -> tuple[torch.Tensor, float]:
     """transformers 4's `_compute_default_rope_parameters`: inv_freq = 1 / base^(2i / dim), scaling 1.0.
@@ -175,6 +200,8 @@ def repair_class(cls: type) -> list[str]:
             applied.append("post_init_bookkeeping")
         if repair_tie_weights_signature(base):
             applied.append("tie_weights_signature")
+        if repair_tied_weights_keys_format(base):
+            applied.append("tied_weights_keys_format")
     for module in _remote_modules(cls):
         if repair_rope_default_init(module):
             applied.append("rope_default_init")

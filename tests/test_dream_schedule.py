@@ -66,10 +66,26 @@ def test_engine_commits_dream_counts_on_a_dream_model(dream_like, zoo_dir, strat
     assert commits_per_step(denoise(llada_style, PROMPT, params)) == [4] * 8
 
 
+def dream_filters(logits: torch.Tensor, top_p: float | None, top_k: int | None) -> torch.Tensor:
+    """Dream's top_p_logits then top_k_logits (generation_utils.py), as published."""
+    if top_p is not None and top_p < 1:
+        sorted_logits, sorted_indices = torch.sort(logits, descending=True)
+        remove = torch.cumsum(torch.softmax(sorted_logits, -1), -1) > top_p
+        remove[..., 1:] = remove[..., :-1].clone()
+        remove[..., 0] = 0
+        mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, sorted_indices, remove)
+        logits = logits.masked_fill(mask, torch.finfo(logits.dtype).min)
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1)))[0][..., -1, None]
+        logits = logits.masked_fill(logits < kth, torch.finfo(logits.dtype).min)
+    return logits
+
+
 def reference_dream(model, prompt: torch.Tensor, gen_length: int, steps: int, mask_id: int, alg: str,
-                    n_text: int):
+                    n_text: int, top_p: float | None = None, top_k: int | None = None):
     """Dream's _sample at temperature 0 (batch 1, no shift: the zoo model is not AR-initialised), [MASK] and the
-    padded vocabulary (ids >= n_text) left out as the engine does. Returns the canvas and {pos: step}."""
+    padded vocabulary (ids >= n_text) left out as the engine does, Dream's top_p / top_k filters applied.
+    Returns the canvas and {pos: step}."""
     x = torch.cat([prompt, torch.full((1, gen_length), mask_id)], 1)
     timesteps = torch.linspace(1, 1e-3, steps + 1)
     commits = {}
@@ -78,7 +94,7 @@ def reference_dream(model, prompt: torch.Tensor, gen_length: int, steps: int, ma
         logits = model(x).logits.float()
         logits[..., mask_id] = -torch.inf
         logits[..., n_text:] = -torch.inf
-        probs = torch.softmax(logits[mask_index], -1)
+        probs = torch.softmax(dream_filters(logits[mask_index], top_p, top_k), -1)
         top, x0 = probs.max(-1)
         if alg == "maskgit_plus":
             confidence = top
@@ -102,13 +118,15 @@ def reference_dream(model, prompt: torch.Tensor, gen_length: int, steps: int, ma
 
 
 @pytest.mark.parametrize("alg", ["maskgit_plus", "topk_margin", "entropy"])
-@pytest.mark.parametrize("gen_length,steps", [(32, 8), (24, 5)])
-def test_equals_dream_reference_at_temperature_zero(dream_like, alg, gen_length, steps):
+@pytest.mark.parametrize("gen_length,steps,top_p,top_k", [(32, 8, None, None), (24, 5, None, None),
+                                                          (32, 8, 0.6, None), (32, 8, None, 2), (24, 6, 0.8, 3)])
+def test_equals_dream_reference_at_temperature_zero(dream_like, alg, gen_length, steps, top_p, top_k):
     prompt = torch.tensor([dream_like.encode_prompt(PROMPT)])
     with torch.no_grad():
         canvas, commits = reference_dream(dream_like.model, prompt, gen_length, steps, dream_like.mask_id, alg,
-                                         dream_like.text_vocab)
-    params = DiffusionParams(strategy=alg, gen_length=gen_length, block_length=gen_length, steps=steps)
+                                         dream_like.text_vocab, top_p, top_k)
+    params = DiffusionParams(strategy=alg, gen_length=gen_length, block_length=gen_length, steps=steps,
+                             sample_top_p=top_p or 1.0, sample_top_k=top_k or 0)
     gen = denoise(dream_like, PROMPT, params)
     events = []
     try:
@@ -119,6 +137,17 @@ def test_equals_dream_reference_at_temperature_zero(dream_like, alg, gen_length,
     assert decoded.canvas[0] == canvas
     got = {p: e.step for e in events if isinstance(e, Tokens) and e.action == "commit" for p in e.pos}
     assert got == commits
+
+
+def test_filters_change_the_commit_order_somewhere(dream_like):
+    """The filtered cases above are not vacuous: renormalising after top-p / top-k changes Dream's scores."""
+    prompt = torch.tensor([dream_like.encode_prompt(PROMPT)])
+    with torch.no_grad():
+        plain = reference_dream(dream_like.model, prompt, 32, 8, dream_like.mask_id, "topk_margin",
+                                dream_like.text_vocab)
+        filtered = reference_dream(dream_like.model, prompt, 32, 8, dream_like.mask_id, "topk_margin",
+                                   dream_like.text_vocab, None, 2)
+    assert plain[1] != filtered[1]
 
 
 def test_origin_reveals_everything_by_the_last_step(dream_like):

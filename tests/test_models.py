@@ -331,3 +331,26 @@ def test_local_snapshot_of_a_registry_model_gets_its_settings(tmp_path, remote_c
     assert adapter.settings["registry"] == "Dream-org/Dream-v0-Instruct-7B" and adapter.kind == "masked_diffusion"
     assert adapter.shift_logits and adapter.settings["attention_mask_4d"] and adapter.settings["schedule"] == "dream"
     assert (adapter.mask_id, adapter.eos_ids, adapter.max_length) == (151666, [151643, 151645], 2048)
+
+
+def test_two_models_load_at_once_from_two_threads():
+    """The app loads from several events at once (a page's load, a picker change): transformers' from_pretrained
+    is not thread-safe across models ("Cannot copy out of meta tensor"), so loads are serialised."""
+    import threading
+
+    models.clear_cache()
+    results: dict[str, object] = {}
+
+    def load_one(name: str) -> None:
+        try:
+            results[name] = models.load(name)
+        except Exception as e:  # recorded and asserted below
+            results[name] = e
+
+    threads = [threading.Thread(target=load_one, args=(n,)) for n in ("tiny-dllm", "tiny-ar", "tiny-prm")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(isinstance(r, models.Adapter) for r in results.values()), results
+    models.clear_cache()

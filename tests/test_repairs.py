@@ -73,7 +73,8 @@ def test_dream_like_fails_unrepaired_and_loads_repaired_with_true_rope(tmp_path)
         AutoModel.from_pretrained(str(folder), trust_remote_code=True)
     models.allow_remote_code(folder)
     adapter = load(str(folder))
-    assert {"rope_default_init", "rope_inv_freq", "generation_config_validate"} <= set(adapter.settings["repairs"])
+    assert {"rope_default_init", "rope_inv_freq", "generation_config_validate",
+            "tied_weights_keys_format"} <= set(adapter.settings["repairs"])
     rotary = adapter.model.rotary_emb
     expected = 1.0 / 10000.0 ** (torch.arange(0, 8, 2).float() / 8)
     torch.testing.assert_close(rotary.inv_freq, expected)
@@ -86,6 +87,27 @@ def test_dream_like_fails_unrepaired_and_loads_repaired_with_true_rope(tmp_path)
     ids = torch.tensor([[1, 5, 6, 7, 8, adapter.mask_id, adapter.mask_id]])
     with torch.no_grad():
         torch.testing.assert_close(adapter.model(input_ids=ids).logits, reference(input_ids=ids).logits)
+
+
+def test_dream_like_tied_weights_list_fails_in_save_unrepaired_and_saves_repaired(tmp_path):
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    folder = fixture_copy(tmp_path, "dream")
+    cls = get_class_from_dynamic_module("modeling_dream_like.DreamLikeModel", str(folder), local_files_only=True)
+    config_cls = get_class_from_dynamic_module("configuration_dream_like.DreamLikeConfig", str(folder),
+                                               local_files_only=True)
+    repairs.repair_rope_default_init(repairs.sys.modules[cls.__module__])  # only the rope failure out of the way
+    model = cls(config_cls.from_pretrained(str(folder)))
+    with pytest.raises(AttributeError, match="'list' object has no attribute 'keys'"):
+        model.save_pretrained(tmp_path / "unrepaired")
+
+    assert repairs.repair_tied_weights_keys_format(cls)
+    assert not repairs.repair_tied_weights_keys_format(cls)  # once
+    model = cls(config_cls.from_pretrained(str(folder)))
+    assert model._tied_weights_keys == {"head.weight": "embed.weight"}  # v4's meaning: tied to the input embeddings
+    model.save_pretrained(tmp_path / "repaired")
+    saved = load_file(str(tmp_path / "repaired" / "model.safetensors"))
+    torch.testing.assert_close(saved["head.weight"], model.head.weight.detach())  # not tied here: both kept
 
 
 def test_repairs_apply_only_when_their_failure_holds():
@@ -101,6 +123,9 @@ def test_repairs_apply_only_when_their_failure_holds():
 
     assert not repairs.repair_post_init_bookkeeping(Fine)
     assert not repairs.repair_tie_weights_signature(Fine)
+    assert not repairs.repair_tied_weights_keys_format(Fine)
+    Fine._tied_weights_keys = {"lm_head.weight": "embed.weight"}  # v5's dict form: left alone
+    assert not repairs.repair_tied_weights_keys_format(Fine)
     assert not repairs.repair_generation_config_validate(GenerationConfig)
     module = types.SimpleNamespace(ROPE_INIT_FUNCTIONS={"default": repairs.default_rope_init})
     assert not repairs.repair_rope_default_init(module)

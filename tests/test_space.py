@@ -42,3 +42,19 @@ def test_gpu_decorator_is_a_no_op_without_spaces():
 
     if gpu.spaces is None:
         assert gpu.gpu(f) is f
+
+
+def test_picker_lists_the_real_models_with_what_each_needs(monkeypatch):
+    import app
+    from decoding import models
+
+    monkeypatch.setattr(app, "ALLOWED", ["tiny-dllm", *models.REGISTRY])
+    monkeypatch.delenv("DECODING_LENS_ZOO", raising=False)
+    labels = dict((spec, label) for label, spec in app._model_choices({"masked_diffusion", "native_diffusion",
+                                                                       "causal"}))
+    assert "zoo" in labels["tiny-dllm"]
+    assert "GPU with ~16 GB for bf16 weights, runs its own modeling code" in labels["GSAI-ML/LLaDA-8B-Instruct"]
+    assert "GPU with ~16 GB" in labels["Dream-org/Dream-v0-Instruct-7B"]
+    assert "GPU with ~52 GB" in labels["google/diffusiongemma-26B-A4B-it"]
+    status = app.model_status("GSAI-ML/LLaDA-8B-Instruct")  # offline here: the failure keeps the model's note
+    assert "⚠" in status and "LLaDA 8B instruct" in status and "16 GB for bf16 weights" in status
