@@ -1,0 +1,68 @@
+"""The divergence tab in headless Chromium on the shared app: run its example vote, see two samples side by side with
+the split marked, both top-k lists and the cause; fork at the split and see the new answer; pick another pair
+through the view options. Screenshots at 1400 and 390 px go to test-output/."""
+
+from __future__ import annotations
+
+import re
+
+from test_browser import CHROMIUM, OUT, RUN_TIMEOUT, SHIPPED_ZOO, set_slider, sync_api
+
+
+def test_divergence_tab_marks_the_split_and_its_cause(app_url: str) -> None:
+    OUT.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        sync_api.expect.set_options(timeout=60_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(app_url, timeout=120_000)
+        page.wait_for_selector("#model input", timeout=120_000)
+        assert "tiny-dllm" in page.locator("#model input").input_value()
+        page.get_by_role("tab", name="Divergence").click()
+        prompt = page.locator("#divergence-prompt textarea")
+        sync_api.expect(prompt).to_have_value("15+15+90-78*2*6-81=?")  # the tab's example is its default prompt
+        page.locator("#divergence-run").click()
+        status = page.locator("#divergence-status")
+        sync_api.expect(status).to_contain_text(re.compile("done|⚠"), timeout=RUN_TIMEOUT * 1000)
+        assert "done" in status.inner_text(), status.inner_text()
+        split, topk, cause = (page.locator(f"#divergence-{name}") for name in ("split", "topk", "cause"))
+        sync_api.expect(split).to_contain_text(re.compile(r"Split at position \d+|No split"))
+        if "No split" not in split.inner_text():
+            assert split.locator("span[title^='position']").count() >= 2  # the split marked on both rows
+            assert topk.locator(".dl-div-topk").count() == 2  # both sides' top-k lists
+            assert all(topk.locator(".dl-div-topk").nth(i).locator(".dl-div-alt").count() >= 2 for i in range(2))
+            assert re.search(r"different context|sampling|near-tie|numerics", cause.inner_text())
+        if SHIPPED_ZOO.is_file():  # measured on the shipped zoo (seed 42): samples 1 and 2 part by sampling
+            assert "Split at position 47" in split.inner_text() and "sampling" in cause.inner_text()
+            assert "Gumbel draw at '6' was g = +5.38" in cause.inner_text()  # the recorded noise, as evidence
+            page.screenshot(path=str(OUT / "divergence-sampling.png"), full_page=True)  # (README's picture)
+        hint = re.search(r"To fork here: Fork sample (\d+), position (\d+), alternative (\d+)", split.inner_text())
+        if hint:  # fork at the split: sample A re-decoded with B's token pinned there, same seed
+            for name, value in zip(("fork-sample", "fork-position", "fork-rank"), hint.groups()):
+                set_slider(page, f"divergence-{name}", int(value))
+            page.locator("#divergence-run").click()
+            fork = page.locator("#divergence-fork")
+            sync_api.expect(fork).to_contain_text("New answer", timeout=RUN_TIMEOUT * 1000)
+            assert f"position {hint[2]} pinned" in fork.inner_text()
+            assert fork.locator("span[title^='position']").count() >= 2  # the pinned position marked on both rows
+            if SHIPPED_ZOO.is_file():  # pinning '0' at 47 turns sample 1's 483 into 423
+                assert "New answer #423 (was #483)" in fork.inner_text(), fork.inner_text()
+            page.screenshot(path=str(OUT / "divergence-fork.png"), full_page=True)
+        if SHIPPED_ZOO.is_file():
+            box = page.locator("#divergence-option-sample-b input")
+            box.fill("4")
+            box.press("Enter")
+            sync_api.expect(cause).to_contain_text("different context")  # sample 4 kept what 1-3 agreed on
+            assert "had committed" in cause.inner_text()
+        assert not errors, errors
+        page.screenshot(path=str(OUT / "divergence-1400.png"), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 900})
+        page.wait_for_timeout(500)  # the layout reflows (no condition to wait on: the same content)
+        page.screenshot(path=str(OUT / "divergence-390.png"), full_page=True)
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 400, f"the page scrolls sideways at 390 px ({width} px wide)"
+        browser.close()
