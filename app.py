@@ -24,7 +24,6 @@ from __future__ import annotations
 import html
 import importlib
 import inspect
-import json
 import os
 import re
 import tempfile
@@ -44,7 +43,7 @@ from decoding import allowlist, live, methods, models
 from decoding.fold import State
 from decoding.gpu import gpu
 from decoding.methods import Method
-from decoding.params import describe_error
+from decoding.params import Context, describe_error
 from decoding.tasks import task_for
 from decoding.trace import Meta, Trace, TraceError
 from viz.heatmap import empty_figure
@@ -52,7 +51,6 @@ from viz.panels import Option, Panel
 from viz.tokens import md_escape
 
 ROOT = Path(__file__).resolve().parent
-EXAMPLES = json.loads((ROOT / "examples" / "prompts.json").read_text())
 TRACE_DIR = Path(tempfile.mkdtemp(prefix="decoding-lens-"))  # inside the temp dir Gradio serves files from
 LOAD_TIMEOUT = 180  # seconds before a model load is reported as stuck
 RUNS = live.Runs()  # live runs by (session, method name)
@@ -70,20 +68,18 @@ HEADER = """
 top (the tiny zoo models come first), a problem and the method's settings, press **Run**, and the views update
 while the model works. When a run ends, scrub back through its steps or download its trace; the last tab
 replays a downloaded trace with no model loaded.
-Each chip is one token: **grey** = still masked (faint text: the model's current guess),
+Each chip is one token: **grey** = still masked (light text: the model's current guess),
 **red / orange / green** = committed at this step with low / medium / high confidence,
-**blue** = committed earlier. Hover a chip for its confidence, entropy and the top alternatives.
+**blue** = committed earlier. **Click (or tap) a chip** to see its top alternatives and its entropy and confidence
+over the steps; a folded "EOS × 60" chip opens on click.
 The zoo models are tiny models trained on arithmetic chains like `12+7-5*3=?` → `#42`.
 """
 
-DEVIATIONS = """*Where this app deviates from the papers is stated above in each method's notes (for example
-batched variants that go beyond a reference's order, and the tiny zoo models instead of 8B models).*"""
+ABOUT = ROOT / "docs" / "ABOUT.md"  # the About box's general part; each method adds its own (Method.about)
 
-CSS = """
-.dl-canvas { font-size: 14px; }
-.dl-html-panel { background: #fbfbfd; border: 1px solid #e5e7eb; border-radius: 8px; padding: 8px; }
-.dl-html-panel:empty { display: none; }
-"""
+CSS = (ROOT / "viz" / "page.css").read_text()  # the chips' classes, answer styles, narrow screens
+PANEL_JS = (ROOT / "viz" / "page.js").read_text()  # every HTML panel: a chip click selects it, EOS tails unfold
+SELECT = ("position", "sample")  # view options a chip click sets (viz/panels.py), when a view declares them
 
 # Plots carry their own titles, so their Gradio labels are hidden (show_label=False): Gradio's plotly wrapper
 # forces a 100 px top margin on a titled figure whose label is shown, which leaves short figures a negative
@@ -201,7 +197,8 @@ def _model_choices(kinds: set[str]) -> list[tuple[str, str]]:
         else:  # a hub id the operator listed: its kind is known once it is loaded
             choices.append((f"{spec} (listed hub model)", spec))
             continue
-        choices.append((f"{spec} ({where}, {kind.replace('_', ' ')})", spec))
+        needs = f", {row['needs']}" if row.get("needs") else ""
+        choices.append((f"{spec} ({where}, {kind.replace('_', ' ')}{needs})", spec))
     return choices or [(f"{models.ZOO_NAMES[0]} (zoo)", models.ZOO_NAMES[0])]
 
 
@@ -210,14 +207,17 @@ def _kinds_text(kinds: tuple[str, ...] | list[str]) -> str:
 
 
 def model_status(model: str) -> str:
+    info = models.REGISTRY.get(model)
+    about = f"\n\n{md_escape(info.note)} ({md_escape(models.hardware_need(info))})." if info else ""
     try:
         adapter = _load_adapter(model)
     except models.ModelLoadError as e:
-        return _warn(str(e) if isinstance(e, allowlist.ModelNotAllowed) else f"cannot load {model}: {e}")
+        return _warn(str(e) if isinstance(e, allowlist.ModelNotAllowed) else f"cannot load {model}: {e}") + about
     tabs = [m.title for m in methods.all_methods().values() if adapter.kind in m.kinds]
     where = f"runs in: {', '.join(tabs)}" if tabs else "no tab runs this kind of model"
-    return (f"✓ **{md_escape(model)}** loaded: {adapter.kind.replace('_', ' ')}, context {adapter.max_length} tokens, "
-            f"on {adapter.device} · {where}.")
+    shown = Path(model).name if Path(model).expanduser().is_dir() else model  # a folder: its last part, as the picker
+    return (f"✓ **{md_escape(shown)}** loaded: {adapter.kind.replace('_', ' ')}, context {adapter.max_length} tokens, "
+            f"on {adapter.device} · {where}.") + about
 
 
 # ---------------------------------------------------------------- turning states into outputs
@@ -345,18 +345,22 @@ def _stream(tab: Tab, run: live.LiveRun, options: dict) -> Iterator[list]:
     figure's keys and the plot vanishes (plotly: "Something went wrong with axis scaling") until the next full
     value. An unchanged payload diffs to nothing: the plot stays as it is."""
     shown: dict[str, PlotData] = {}
-    first = True
+    first, scrubber = True, None
     for frame in live.stream(run):
         if frame.final:
-            yield _final(tab, run, options)
+            yield _final(tab, run, run.options or options)
             return
-        panels = _render(tab, frame.state, run.trace.meta, options, plots=frame.plots, shown=shown)
+        # run.options: the view options as the page has them now (a chip clicked during the run: scrub_tab)
+        panels = _render(tab, frame.state, run.trace.meta, run.options, plots=frame.plots, shown=shown)
         status = tab.views.progress(frame.state, run.trace.meta)
-        if first:  # the scrubber and state of a previous run no longer match what the page shows
-            yield [*panels, status, _idle_scrubber(), gr.skip(), None]
-            first = False
-        else:
-            yield [*panels, status, gr.skip(), gr.skip(), gr.skip()]
+        # The scrubber, the download and the page's state follow this run from its first frame (not the previous
+        # run's); the scrubber moves with the plots (its listener is `.input`: this redraws nothing). Every output
+        # gets a value, the same one as last time when nothing changed (it diffs to nothing): a gr.skip() costs
+        # the browser a snapshot of the component's state on every frame.
+        if first or frame.plots:
+            scrubber = _live_scrubber(frame.state.frame)
+        yield [*panels, status, scrubber, None, run.view]
+        first = False
 
 
 @gpu  # ZeroGPU: a GPU is attached while a run streams (a no-op without the `spaces` package)
@@ -368,6 +372,7 @@ def run_tab(tab: Tab, model: str, prompt: str, values: dict, request: gr.Request
     except (ValueError, TypeError) as e:  # ModelLoadError is a ValueError
         yield _error_outputs(tab, str(e))
         return
+    run.options = dict(options)
     RUNS.start((_session(request), tab.name), run)
     yield from _stream(tab, run, options)
 
@@ -383,11 +388,44 @@ def stop_tab(tab: Tab, request: gr.Request | None, options: dict) -> list:
     return _final(tab, run, options)
 
 
-def scrub_tab(tab: Tab, view: live.TraceView | None, frame: float | None, options: dict) -> list:
-    """The scrubber (and the view options) of a finished run: the state after `frame` steps."""
+def scrub_tab(tab: Tab, view: live.TraceView | None, frame: float | None, options: dict,
+              session: str | None = None) -> list:
+    """The scrubber (and the view options) of a run: the state after `frame` steps. While the run is live (the
+    session's run of this tab, still going), its latest state with these options, which the stream keeps
+    using from its next frame on."""
     if view is None or frame is None:
         return [gr.skip()] * len(tab.panels)
+    if frame < 0:  # the live scrubber (LIVE): the page shows the run as it goes, or its end if it just ended
+        run = RUNS.get((session, tab.name)) if session is not None else None
+        if run is not None and run.view is view and not run.done.is_set():
+            run.options = dict(options)  # the stream draws them, plots included, at its next frame
+            run.redraw.set()
+            return [gr.skip()] * len(tab.panels)
+        return _render(tab, view.latest(), view.meta, options)
     return _render(tab, view.at(int(frame)), view.meta, options)
+
+
+LIVE = -1  # the scrubber's value while a run streams: "the latest step", whichever that is when a handler runs
+
+
+def _live_scrubber(frame: int) -> gr.Slider:
+    """The scrubber during a run: it says which step is shown and holds LIVE, so a chip clicked now selects in the
+    live run, and a click that is handled only after the run has ended redraws the end, not a stale step."""
+    return gr.Slider(minimum=LIVE, maximum=max(frame, 1), value=LIVE, step=1, interactive=False,
+                     label=f"Step {frame} (live: scrub when the run ends)")
+
+
+def chip_options(options: dict, data: object) -> dict:
+    """The view options after a chip click (page.js sends {position, sample}): only the options the view has,
+    only whole numbers in range; anything else in the event is ignored."""
+    out = dict(options)
+    if isinstance(data, dict):
+        for name in SELECT:
+            value = data.get(name)
+            if name in out and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and float(value).is_integer() and 0 <= value < 1_000_000:
+                out[name] = int(value)
+    return out
 
 
 def upload_trace(tabs: dict[str, Tab], path: str | None, options: dict[str, dict], session: str = "default") -> list:
@@ -456,14 +494,70 @@ def close_session(request: gr.Request) -> None:
 # ---------------------------------------------------------------- layout
 
 
-def _examples(prompt: gr.Textbox) -> gr.Examples:
+def _examples(tab: Tab, prompt: gr.Textbox) -> gr.Examples:
+    """The tab's examples (decoding.methods.examples: chosen by measurement, examples/prompts.json), each labelled
+    with what it shows."""
+    rows = methods.examples(tab.method)
+    labels = [f"{e['label']} · {e['question']}" if e.get("label") else
+              f"L{e['level']}: {e['question']}" if e.get("level") else str(e["question"]) for e in rows]
     return gr.Examples(
-        examples=[[e["question"]] for e in EXAMPLES],
+        examples=[[e["question"]] for e in rows],
         inputs=[prompt],
-        example_labels=[f"L{e['level']}: {e['question']}" for e in EXAMPLES],
-        label="Example problems (level = number of steps; the answer is checked automatically)",
+        example_labels=labels,
+        label="Example problems, each chosen for what it shows (the answer is checked automatically)",
         examples_per_page=10,
     )
+
+
+def _context(model: str, prompt: str) -> Context | None:
+    """The model's context and the formatted prompt's length, for the parameters' limits; None when the model is not
+    on the list or does not load (the run then says why)."""
+    try:
+        adapter = _load_adapter(model)
+        return Context.of(adapter, task_for(model).format_prompt(prompt) if prompt and prompt.strip() else None)
+    except Exception:  # the limits fall back to the controls' ranges
+        return None
+
+
+def _numeric(tab: Tab) -> list[str]:
+    return [n for n, _, _ in tab.method.params.controls() if tab.method.params.model_fields[n].annotation in (int, float)]
+
+
+def limits_tab(tab: Tab, model: str, prompt: str, values: dict, trigger: str | None = None,
+               fields: list[str] | None = None) -> list:
+    """A parameter (`trigger`) was typed or dragged (raw, un-clamped values: the event skips Gradio's preprocess), or
+    the model or prompt changed (`trigger` None): bring each value to the nearest one that runs (Params.adjust), set
+    each slider of `fields` (default: every numeric one) to the range that runs (Params.limits), and say what was
+    changed and why in the tab's notes line. A value goes back to the page only when it was changed, or is the
+    trigger's (the browser has clamped that one), so a slow answer never overwrites what was typed meanwhile."""
+    params = tab.method.params
+    context = _context(model, prompt)
+    fixed, notes = params.adjust(values, context)
+    limits = params.limits(fixed, context)
+    hints = {n: h for n, _, h in params.controls()}
+    out = []
+    for name in _numeric(tab) if fields is None else fields:
+        limit, hint = limits.get(name), hints[name]
+        value = {"value": fixed[name]} if name == trigger or fixed[name] != values.get(name) else {}
+        if limit is None or hint.get("minimum") is None or hint.get("maximum") is None:  # a Number: value only
+            out.append(gr.update(**value))
+            continue
+        lo = hint["minimum"] if limit.minimum is None else limit.minimum
+        hi = hint["maximum"] if limit.maximum is None else limit.maximum
+        step = limit.step or hint.get("step")
+        if step and not limit.step and limit.whole:  # an int slider's own grid (answer length in 8s) ends on it
+            hi = lo + (hi - lo) // step * step
+        out.append(gr.update(minimum=lo, maximum=hi, step=step, **value))
+    note = "  \n".join(f"ℹ {md_escape(n)}" for n in notes)
+    return [*out, note if note or trigger is not None else gr.skip()]  # a new prompt leaves the last note alone
+
+
+def _context_fields(tab: Tab) -> list[str]:
+    """The numeric parameters whose range depends on the model's context (their limits change with a tiny one)."""
+    params = tab.method.params
+    defaults = params().model_dump()
+    free, tight = params.limits(defaults, None), params.limits(defaults, Context(max_length=1))
+    return [n for n in _numeric(tab) if free.get(n) != tight.get(n)]
 
 
 def _elem(tab: Tab | str, name: str) -> str:
@@ -471,23 +565,57 @@ def _elem(tab: Tab | str, name: str) -> str:
 
 
 def _control(tab: Tab, name: str, default: object, hints: dict):
-    """One parameter's input: Literal -> Dropdown, bool -> Checkbox, bounded number -> Slider, else Number."""
+    """One parameter's input: Literal -> Dropdown, bool -> Checkbox, bounded number -> Slider, else Number; the
+    hint's `help` line shows under it. The ranges here are the hints'; `limits_tab` narrows them to what runs."""
     annotation = tab.method.params.model_fields[name].annotation
-    label, elem_id = str(hints.get("label", name)), _elem(tab, name)
+    label, elem_id, info = str(hints.get("label", name)), _elem(tab, name), hints.get("help")
     lo, hi, step = hints.get("minimum"), hints.get("maximum"), hints.get("step")
     if typing.get_origin(annotation) is typing.Literal:
         choices = list(typing.get_args(annotation))
-        return gr.Dropdown(choices, value=default, label=label, elem_id=elem_id)
+        return gr.Dropdown(choices, value=default, label=label, info=info, elem_id=elem_id)
     if annotation is bool:
-        return gr.Checkbox(bool(default), label=label, elem_id=elem_id)
+        return gr.Checkbox(bool(default), label=label, info=info, elem_id=elem_id)
     if annotation in (int, float) and lo is not None and hi is not None:
         if step is None:
             step = 1 if annotation is int else (hi - lo) / 100
-        return gr.Slider(lo, hi, value=default, step=step, label=label, elem_id=elem_id)
+        return gr.Slider(lo, hi, value=default, step=step, label=label, info=info, elem_id=elem_id)
     # no minimum / maximum here: Gradio would refuse an out-of-range number with a pop-up of its own; the
     # method's validation says what is wrong in the status line instead
-    return gr.Number(default, label=label, step=step or 1, precision=0 if annotation is int else None,
+    return gr.Number(default, label=label, info=info, step=step or 1, precision=0 if annotation is int else None,
                      elem_id=elem_id)
+
+
+def _wire_limits(tab: Tab, model: gr.Dropdown, prompt: gr.Textbox, params: dict, notes: gr.Markdown) -> None:
+    """Every value a user sets goes through `limits_tab` with its raw value: Gradio clamps a slider's typed number in
+    the browser and its preprocess refuses an out-of-range one, so these events skip preprocess (they see what was
+    typed) and the notes line says what changed. Sliders on release, numbers on blur / submit, the rest on change,
+    each its own event (one control's answer never waits behind another's, which would read clamped values); the
+    page's load sets every range, a new model or prompt re-derives those that depend on the context."""
+    names = list(params)
+    common = {"inputs": [model, prompt, *params.values()], "preprocess": False, "show_progress": "hidden",
+              "api_visibility": "private", "trigger_mode": "always_last"}
+
+    def handler(trigger: str | None, fields: list[str]):
+        def fn(model_value: str, prompt_value: str, *values) -> list:
+            return limits_tab(tab, model_value, prompt_value, dict(zip(names, values, strict=True)), trigger, fields)
+        return fn
+
+    numeric = _numeric(tab)
+    for name, component in params.items():
+        if isinstance(component, gr.Slider):
+            triggers = [component.release]
+        elif isinstance(component, gr.Number):
+            triggers = [component.blur, component.submit]
+        else:
+            triggers = [component.change]
+        gr.on(triggers, handler(name, numeric), outputs=[*(params[n] for n in numeric), notes], **common)
+    page = gr.context.Context.root_block  # the Blocks being built: its load sets every range for the default model
+    if page is not None:
+        page.load(handler(None, numeric), outputs=[*(params[n] for n in numeric), notes], **common)
+    fields = _context_fields(tab)  # a new model or prompt re-bounds only these: no stale range for the others
+    if fields:
+        gr.on([model.change, prompt.change], handler(None, fields), outputs=[*(params[n] for n in fields), notes],
+              **common)
 
 
 def _option(prefix: str, option: Option) -> gr.Number:
@@ -501,7 +629,7 @@ def _panel(prefix: str, panel: Panel):
         return gr.Plot(empty_figure(panel.placeholder or panel.label, panel.height), label=panel.label,
                        show_label=False, elem_id=_elem(prefix, panel.name))
     return gr.HTML(panel.placeholder, label=panel.label, elem_id=_elem(prefix, panel.name),
-                   elem_classes="dl-html-panel")
+                   elem_classes="dl-html-panel", js_on_load=PANEL_JS)
 
 
 def _panels(prefix: str, panels: list[Panel], after_first=None) -> list:
@@ -528,12 +656,13 @@ def _method_tab(tab: Tab, model: gr.Dropdown) -> None:
     method = tab.method
     with gr.Tab(method.title, id=method.name):
         if method.intro:
-            gr.Markdown(method.intro)
+            look = f"\n\n**What to look for:** {method.look_for}" if method.look_for else ""
+            gr.Markdown(method.intro + look, elem_id=_elem(tab, "intro"))
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                prompt = gr.Textbox(EXAMPLES[min(2, len(EXAMPLES) - 1)]["question"], label="Prompt", lines=2,
-                                    elem_id=_elem(tab, "prompt"))
-                _examples(prompt)
+                first = methods.examples(method)[0]["question"]  # the first example is the one the intro describes
+                prompt = gr.Textbox(first, label="Prompt", lines=2, elem_id=_elem(tab, "prompt"))
+                _examples(tab, prompt)
                 controls = method.params.controls()
                 params = {name: _control(tab, name, default, hints)
                           for name, default, hints in controls if not hints.get("advanced")}
@@ -543,6 +672,8 @@ def _method_tab(tab: Tab, model: gr.Dropdown) -> None:
                     seed = gr.Number(tab.default_seed, precision=0, label="Seed (sample i: seed + i)",
                                      elem_id=_elem(tab, "seed"))
                 params = {name: params[name] for name, _, _ in controls}  # declaration order for the API
+                notes = gr.Markdown("", elem_id=_elem(tab, "notes"))  # what a value was changed to, and why
+                _wire_limits(tab, model, prompt, params, notes)
                 with gr.Row():
                     run = gr.Button("▶ Run", variant="primary", elem_classes="dl-run", elem_id=_elem(tab, "run"))
                     stop = gr.Button("■ Stop", variant="stop", elem_classes="dl-stop", elem_id=_elem(tab, "stop"))
@@ -577,8 +708,13 @@ def _method_tab(tab: Tab, model: gr.Dropdown) -> None:
     def stop_fn(request: gr.Request, **options) -> list:
         return stop_tab(tab, request, options)
 
-    def scrub_fn(view: live.TraceView | None, frame: float, **options) -> list:
-        return scrub_tab(tab, view, frame, options)
+    def scrub_fn(view: live.TraceView | None, frame: float, request: gr.Request, **options) -> list:
+        return scrub_tab(tab, view, frame, options, _session(request))
+
+    def chip_fn(view: live.TraceView | None, frame: float, evt: gr.EventData, request: gr.Request,
+                **options) -> list:
+        chosen = chip_options(options, evt._data)
+        return [*(chosen[n] for n in options), *scrub_tab(tab, view, frame, chosen, _session(request))]
 
     event = run.click(run_fn, [model, prompt], outputs, inputs_kwargs={**params, "seed": seed, **options},
                       api_name=f"run_{tab.name}", show_progress="minimal")
@@ -586,9 +722,16 @@ def _method_tab(tab: Tab, model: gr.Dropdown) -> None:
                concurrency_limit=None)
     scrub_args = {"fn": scrub_fn, "inputs": [trace_state, scrub[0]], "outputs": tab.panel_components,
                   "inputs_kwargs": options, "show_progress": "hidden", "trigger_mode": "always_last"}
-    scrub[0].change(**scrub_args, api_name=f"scrub_{tab.name}")
+    # `.input`: a user's scrub or typed option; the stream's own updates of the scrubber redraw nothing
+    scrub[0].input(**scrub_args, api_name=f"scrub_{tab.name}")
     for component in options.values():
-        component.change(**scrub_args, api_visibility="private")
+        component.input(**scrub_args, api_visibility="private")
+    if set(SELECT) & set(options):  # a chip click sets position / sample and redraws (viz/page.js)
+        for component, panel in zip(tab.panel_components, tab.panels):
+            if panel.kind == "html":
+                component.chip(chip_fn, [trace_state, scrub[0]], [*options.values(), *tab.panel_components],
+                               inputs_kwargs=options, show_progress="hidden", trigger_mode="always_last",
+                               api_visibility="private")
 
 
 def _replay_tab(tabs: dict[str, Tab]) -> None:
@@ -598,10 +741,11 @@ def _replay_tab(tabs: dict[str, Tab]) -> None:
         file = gr.File(label="Trace (.json)", file_types=[".json"], elem_id="replay-file")
         status = gr.Markdown("", elem_id="replay-status")
         scrub = gr.Slider(0, 1, 0, step=1, label="Step", interactive=False, elem_id="replay-scrub")
-        groups, panels, options = [], [], {}
+        groups, panels, options, own = [], [], {}, {}
         for tab in tabs.values():
             with gr.Column(visible=False) as group:
-                panels += _panels(f"replay-{tab.name}", tab.panels)
+                own[tab.name] = _panels(f"replay-{tab.name}", tab.panels)
+                panels += own[tab.name]
                 if tab.options:
                     with gr.Row():
                         for o in tab.options:
@@ -626,18 +770,33 @@ def _replay_tab(tabs: dict[str, Tab]) -> None:
                 api_name="upload_trace")
     scrub_args = {"fn": scrub_fn, "inputs": [state, scrub], "outputs": panels, "inputs_kwargs": options,
                   "show_progress": "hidden", "trigger_mode": "always_last"}
-    scrub.change(**scrub_args, api_name="scrub_replay")
+    scrub.input(**scrub_args, api_name="scrub_replay")  # a user's scrub (upload_trace draws the last step itself)
     for component in options.values():
-        component.change(**scrub_args, api_visibility="private")
+        component.input(**scrub_args, api_visibility="private")
+    def chip_for(tab: Tab):
+        def chip_fn(key: tuple | None, frame: float, evt: gr.EventData, **values) -> list:
+            mine = chip_options(by_tab(values).get(tab.name, {}), evt._data)
+            values |= {f"{tab.name}__{n}": v for n, v in mine.items()}
+            return [*(values[k] for k in options), *scrub_replay(tabs, key, frame, by_tab(values))]
+        return chip_fn
+
+    for tab in tabs.values():  # a chip click in a replayed view sets that view's position / sample (viz/page.js)
+        if not any(f"{tab.name}__{n}" in options for n in SELECT):
+            continue
+        for component, panel in zip(own[tab.name], tab.panels):
+            if panel.kind == "html":
+                component.chip(chip_for(tab), [state, scrub], [*options.values(), *panels], inputs_kwargs=options,
+                               show_progress="hidden", trigger_mode="always_last", api_visibility="private")
 
 
 def _about(tabs: dict[str, Tab]) -> str:
-    parts = []
+    """The About box: docs/ABOUT.md (for people: what the app shows, the models, how examples and limits are
+    chosen), then each method's `about` (how it works, its strategies, every deviation from its paper)."""
+    parts = [ABOUT.read_text().strip()] if ABOUT.is_file() else []
     for tab in tabs.values():
-        doc = "\n".join(tab.method.about.strip().splitlines()[:40])
-        if doc:
-            parts.append(f"### {tab.method.title}\n{doc}")
-    return "\n\n".join([*parts, DEVIATIONS])
+        if tab.method.about.strip():
+            parts.append(f"### {tab.method.title}\n{tab.method.about.strip()}")
+    return "\n\n".join(parts)
 
 
 def build(allow_models: typing.Sequence[str] = ()) -> gr.Blocks:

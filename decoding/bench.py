@@ -38,6 +38,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "voting": ("single sample vs majority voting vs dVoting", "decoding.bench_voting"),
     "overhead": ("engine + recording vs a bare LLaDA loop, ms per step", "decoding.bench_overhead"),
     "trace_size": ("bytes of a trace per method on the zoo dLLM", "decoding.bench_trace_size"),
+    "real": ("real LLaDA-8B / Dream-7B code at full size, random bf16 weights: load + ms per step",
+             "decoding.bench_real"),
+    "search": ("test-time search (BoN, weighted BoN, beam, DVTS) at budgets N: compute-optimal", "decoding.bench_search"),
+    "harp": ("greedy vs HARP (θ sweep): accuracy, hesitations, flips, passes, time ratio", "decoding.bench_harp"),
+    "speculative": ("MTP self-speculative decoding vs greedy: acceptance, passes, wall time",
+                    "decoding.bench_speculative"),
 }
 
 

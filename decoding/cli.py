@@ -1,4 +1,5 @@
 """`python -m decoding run <method> --model M --prompt P [--seed S] [--task zoo|math] [--set key=value ...] --out F`
+`python -m decoding diff A.json [B.json] [--seq-a N --seq-b M]`: where two sequences part, and why.
 
 Runs any registered method headless and saves its trace. The methods and their parameters come from the
 registry (`decoding.methods`): `--set` takes a parameter by name (`Params.from_strings`), `run --help` lists
@@ -71,7 +72,45 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("schema", help="print the trace's JSON Schema (docs/trace.schema.json)")
+    diff = sub.add_parser("diff", help="where two sequences of saved traces part, and why (decoding/divergence.py)",
+                          description="Print the first split of two sequences and its cause (near-tie, sampling, "
+                                      "different context, numerics) with the evidence. One file: two of its samples.")
+    diff.add_argument("a", type=Path, help="trace file A")
+    diff.add_argument("b", type=Path, nargs="?", default=None, help="trace file B (default: A again)")
+    diff.add_argument("--seq-a", type=int, default=None, help="sequence of A (default: its first)")
+    diff.add_argument("--seq-b", type=int, default=None,
+                      help="sequence of B (default: B's first; with one file, A's second)")
+    diff.add_argument("--threshold", type=float, default=None, help="top-2 margin of a near-tie (default 0.1)")
     return parser
+
+
+def diff(args: argparse.Namespace) -> int:
+    from decoding.divergence import NEAR_TIE, diverge, sequences
+    from decoding.fold import Fold
+    from decoding.trace import Trace, TraceError
+
+    try:
+        trace_a = Trace.load(args.a)
+        trace_b = Trace.load(args.b) if args.b is not None else trace_a
+    except TraceError as e:
+        raise UsageError(f"cannot read the trace: {e}") from None
+    seqs_a, seqs_b = sequences(Fold(trace_a).latest()), sequences(Fold(trace_b).latest())
+    seq_a = args.seq_a if args.seq_a is not None else (seqs_a[0] if seqs_a else 0)
+    if args.seq_b is not None:
+        seq_b = args.seq_b
+    elif args.b is None:
+        if len(seqs_a) < 2:
+            raise UsageError("the trace holds one sequence: give a second trace file, or --seq-b")
+        seq_b = next(s for s in seqs_a if s != seq_a)
+    else:
+        seq_b = seqs_b[0] if seqs_b else 0
+    try:
+        d = diverge(trace_a, seq_a, trace_b, seq_b, threshold=args.threshold if args.threshold is not None else
+                    NEAR_TIE, labels=(str(args.a), str(args.b or args.a)))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(d.text())
+    return 0
 
 
 def _default_seed(decode) -> int:
@@ -178,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(json_schema(), indent=1))
         return 0
     try:
-        return run(args)
+        return diff(args) if args.command == "diff" else run(args)
     except UsageError as e:
         print(f"python -m decoding {args.command}: error: {e}", file=sys.stderr)
         return USAGE_EXIT

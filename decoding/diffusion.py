@@ -13,6 +13,8 @@ the recorder (decoding/record.py) moves only [rows, positions, k] tensors to the
   Dream model (adapter.settings["schedule"] == "dream") Dream's algs count commits as Dream's
   diffusion_generate does (`dream_count`: int(n_mask * (1 - s / t)) on linspace(1, eps, steps + 1), per block);
   `origin` (Dream's random reveal: each mask revealed with probability 1 - s / t) always follows Dream;
+  `sample_top_p` / `sample_top_k` filter the token choice as Dream's sample_tokens does (on logits /
+  temperature; Dream's algs then score that filtered distribution);
 - adaptive (as many commits as the model is sure of): `threshold` (Fast-dLLM: every masked token of the
   current block with confidence >= threshold, at least the top-1) and `entropy_threshold` (dVoting).
 
@@ -33,7 +35,7 @@ from typing import Literal
 import torch
 from pydantic import model_validator
 
-from decoding.params import Params, ui
+from decoding.params import Context, Limit, Params, ui
 from decoding.record import Recorder
 from decoding.trace import Node, RunEnd, RunStart, Tokens
 
@@ -51,18 +53,42 @@ DREAM_EPS = 1e-3
 
 
 class DiffusionParams(Params):
-    strategy: Strategy = ui("low_confidence", "Strategy (which masks to commit)")
-    steps: int = ui(40, "Steps (forward passes, fixed schedules)", 1, 512, 1)
-    gen_length: int = ui(80, "Answer length (tokens)", 8, 512, 8)
-    block_length: int = ui(16, "Block length (semi-autoregressive)", 1, 512, 1)
-    temperature: float = ui(0.0, "Temperature (0 = greedy)", 0, 2, 0.05, advanced=True)
-    threshold: float = ui(0.9, "Confidence threshold (Fast-dLLM strategy)", 0.01, 1, 0.01, advanced=True)
+    strategy: Strategy = ui("low_confidence", "Strategy (which masks to commit)",
+                            help="Which masked positions get their token at each step; the About box explains each.")
+    steps: int = ui(40, "Steps (forward passes, fixed schedules)", 1, 512, 1,
+                    help="Fewer steps = more tokens committed per pass; must divide evenly over the blocks.")
+    gen_length: int = ui(80, "Answer length (tokens)", 8, 512, 8,
+                         help="How many masked positions the answer gets; capped by the model's context.")
+    block_length: int = ui(16, "Block length (semi-autoregressive)", 1, 512, 1,
+                           help="The answer is decoded block by block, left to right; must divide the answer length.")
+    temperature: float = ui(0.0, "Temperature (0 = greedy)", 0, 2, 0.05, advanced=True,
+                            help="Randomness of each token's choice: 0 takes the most likely token.")
+    threshold: float = ui(0.9, "Confidence threshold (Fast-dLLM strategy)", 0.01, 1, 0.01, advanced=True,
+                          help="threshold strategy: commit every token at least this sure of itself.")
     entropy_threshold: float = ui(0.3, "Entropy threshold τ (entropy_threshold strategy), nats", 0.01, 3, 0.01,
-                                  advanced=True)
-    alg_temp: float = ui(0.0, "Position temperature (Dream's alg_temp; 0 = top scores)", 0, 2, 0.05, advanced=True)
-    cfg_scale: float = ui(0.0, "Classifier-free guidance (0 = off)", 0, 3, 0.1, advanced=True)
-    top_k: int = ui(3, "Alternatives recorded per position", 1, 20, 1, advanced=True)
-    batch: int = ui(1, "Batch (samples side by side)", 1, 8, 1, advanced=True)
+                                  advanced=True, help="entropy_threshold strategy: commit every token whose "
+                                                      "uncertainty (entropy) is below τ.")
+    alg_temp: float = ui(0.0, "Position temperature (Dream's alg_temp; 0 = top scores)", 0, 2, 0.05, advanced=True,
+                         help="Dream's strategies: above 0, which positions get committed is drawn at random, "
+                              "favouring the confident ones, instead of always the most confident.")
+    cfg_scale: float = ui(0.0, "Classifier-free guidance (0 = off)", 0, 3, 0.1, advanced=True,
+                          help="Above 0, each step also runs the model with the prompt masked and pushes the "
+                               "prediction away from that prompt-less guess (two passes per step).")
+    sample_top_p: float = ui(1.0, "Nucleus top-p for the token choice (Dream's top_p; 1 = off)", 0.01, 1, 0.01,
+                             advanced=True, help="Choose each token only among the most likely ones whose "
+                                                 "probabilities add up to p (Dream's top_p).")
+    sample_top_k: int = ui(0, "Top-k for the token choice (Dream's top_k; 0 = off)", 0, 1000, 1, advanced=True,
+                           help="Choose each token only among its k most likely candidates (Dream's top_k).")
+    top_k: int = ui(3, "Alternatives recorded per position", 1, 20, 1, advanced=True,
+                    help="How many runner-up tokens the views can show for each position.")
+    batch: int = ui(1, "Batch (samples side by side)", 1, 8, 1, advanced=True,
+                    help="Decode several samples of the same prompt at once (sample i uses seed + i).")
+
+    @classmethod
+    def limits(cls, values, context: Context | None = None) -> dict[str, Limit]:
+        """The answer fits the model's context, blocks divide the answer, scheduled steps divide over the blocks."""
+        out = super().limits(values, context)
+        return out | answer_limits(out, values, context, scheduled=values.get("strategy", "low_confidence") in SCHEDULED)
 
     @property
     def n_blocks(self) -> int:
@@ -91,6 +117,10 @@ class DiffusionParams(Params):
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
         if self.entropy_threshold <= 0:
             raise ValueError(f"entropy_threshold must be positive, got {self.entropy_threshold}")
+        if not 0 < self.sample_top_p <= 1:
+            raise ValueError(f"sample_top_p must be in (0, 1], got {self.sample_top_p}")
+        if self.sample_top_k < 0:
+            raise ValueError(f"sample_top_k must be >= 0 (0 = off), got {self.sample_top_k}")
         if not 1 <= self.top_k <= 20:
             raise ValueError(f"top_k must be in [1, 20], got {self.top_k}")
         if not 1 <= self.batch <= 64:
@@ -107,6 +137,37 @@ class DiffusionParams(Params):
         if n + self.gen_length > adapter.max_length:
             raise ValueError(f"prompt ({n} tokens) + gen_length ({self.gen_length}) exceeds the model's "
                              f"context of {adapter.max_length} tokens")
+        self.check_context(Context(adapter.max_length, n))
+
+
+def answer_limits(base: dict[str, Limit], values, context: Context | None, scheduled: bool) -> dict[str, Limit]:
+    """gen_length / block_length / steps as they run (shared with voting): the answer fits the context, the block
+    length divides the answer length, and steps are at most the answer length (at least one token per pass) and,
+    scheduled, a multiple of the block count (each block gets the same number of passes)."""
+    out = {}
+    gen = base["gen_length"]
+    room = context.room if context is not None else None
+    if room is not None and gen.maximum is not None and room < gen.maximum:
+        gen = Limit(gen.minimum, room, whole=True, soft=False,
+                    why=f"the model's context is {context.max_length} tokens, the prompt takes {context.prompt_tokens}")
+    out["gen_length"] = gen
+    try:
+        L = int(values.get("gen_length", 0))
+        block = int(values.get("block_length", 0))
+    except (TypeError, ValueError):
+        return out
+    if L >= 1:
+        out["block_length"] = Limit(1, L, choices=tuple(d for d in range(1, L + 1) if L % d == 0), whole=True,
+                                    soft=False, why=f"it must divide the answer length {L}")
+    if L >= 1 and block >= 1 and L % block == 0 and "steps" in base:
+        n_blocks = L // block
+        low = base["steps"].minimum
+        if scheduled:
+            out["steps"] = Limit(max(n_blocks, low or 0), L, n_blocks, whole=True, soft=False,
+                                 why=f"a multiple of the {n_blocks} blocks, at most the answer length {L}")
+        else:
+            out["steps"] = Limit(low, L, whole=True, soft=False, why=f"at most the answer length {L}")
+    return out
 
 
 # ---------------------------------------------------------------- strategies
@@ -130,6 +191,7 @@ class StepState:
     prompt_length: int = 0  # LLaDA ranks over the prompt + answer row: ties break the same way
     p_transfer: float = 1.0  # `origin`: each masked position of the block is revealed with this probability
     commit: torch.Tensor | None = None  # set by `step`: the positions the strategy commits
+    noise: torch.Tensor | None = None  # the Gumbel draw at each chosen token (temperature > 0), recorded
 
 
 def _pick(score: torch.Tensor, s: StepState) -> torch.Tensor:
@@ -233,14 +295,38 @@ STRATEGIES: dict[str, Callable[[StepState], torch.Tensor]] = {
 # ---------------------------------------------------------------- tensor helpers
 
 
-def gumbel_argmax(logits: torch.Tensor, temperature: float, gens: list[torch.Generator]) -> torch.Tensor:
-    """LLaDA's sampler: argmax of exp(logits) / (-log U)^T in float64 (low precision hurts Gumbel-max)."""
+def gumbel_argmax(logits: torch.Tensor, temperature: float, gens: list[torch.Generator],
+                  with_noise: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+    """LLaDA's sampler: argmax of exp(logits) / (-log U)^T in float64 (low precision hurts Gumbel-max).
+    `with_noise`: also the Gumbel draw -log(-log U) at the chosen token ([A, L]; None when greedy), which is
+    what the choice added to its logits / T (recorded for the divergence debugger)."""
     if temperature == 0:
-        return logits.argmax(-1)
+        return (logits.argmax(-1), None) if with_noise else logits.argmax(-1)
     logits = logits.double()
     noise = torch.stack([torch.rand(logits.shape[1:], dtype=torch.float64, generator=g, device=g.device)
                          for g in gens])
-    return (logits.exp() / (-torch.log(noise)) ** temperature).argmax(-1)
+    chosen = (logits.exp() / (-torch.log(noise)) ** temperature).argmax(-1)
+    if not with_noise:
+        return chosen
+    return chosen, -torch.log(-torch.log(noise.gather(-1, chosen[..., None])[..., 0]))
+
+
+def restrict(logits: torch.Tensor, temperature: float, top_p: float, top_k: int) -> torch.Tensor:
+    """Dream's sample_tokens filters: on logits / temperature, keep the smallest set whose probability reaches top_p
+    (the first token always stays), then the top_k of what is left; the rest become -inf. Off at 1 and 0."""
+    if top_p >= 1 and top_k <= 0:
+        return logits
+    scaled = logits / temperature if temperature > 0 else logits
+    drop = torch.zeros_like(logits, dtype=torch.bool)
+    if top_p < 1:
+        ranked, order = scaled.sort(-1, descending=True)
+        beyond = ranked.softmax(-1).cumsum(-1) > top_p
+        beyond = torch.cat([torch.zeros_like(beyond[..., :1]), beyond[..., :-1]], -1)  # keep the crossing token
+        drop.scatter_(-1, order, beyond)
+    if top_k > 0:
+        kth = scaled.masked_fill(drop, -torch.inf).topk(min(top_k, logits.shape[-1]), -1).values[..., -1:]
+        drop |= scaled < kth
+    return logits.masked_fill(drop, -torch.inf)
 
 
 def entropy_of(logits: torch.Tensor, probs: torch.Tensor, exact: bool = False) -> torch.Tensor:
@@ -344,11 +430,13 @@ def step(adapter, x: torch.Tensor, prompt_length: int, mask_id: int, in_block: t
     n_text = getattr(adapter, "text_vocab", None)
     if n_text and logits.shape[-1] > n_text:
         logits[..., n_text:] = -torch.inf  # nor an id of a padded vocabulary that the tokenizer cannot render
-    x0 = torch.where(masked, gumbel_argmax(logits, params.temperature, gens), answer)
+    logits = restrict(logits, params.temperature, params.sample_top_p, params.sample_top_k)
+    chosen, noise = gumbel_argmax(logits, params.temperature, gens, with_noise=True)
+    x0 = torch.where(masked, chosen, answer)
     confidence = probs.gather(-1, x0[..., None])[..., 0]
     s = StepState(logits=logits, probs=probs, x0=x0, confidence=confidence, entropy=entropy, masked=masked,
                   in_block=in_block, k=k, params=params, gens=gens, block_length=params.block_length,
-                  prompt_length=prompt_length, p_transfer=p_transfer)
+                  prompt_length=prompt_length, p_transfer=p_transfer, noise=noise)
     s.commit = STRATEGIES[params.strategy](s) & masked
     return s
 
@@ -467,7 +555,7 @@ def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, tas
                 row_nfe[i] += per_pass
             top_p, top_ids = topk_last(s.probs, params.top_k)
             staged = rec.stage(step_no, [rows[i] for i in work], block, s.x0, s.masked, s.commit, s.confidence,
-                               s.entropy, top_ids, top_p)
+                               s.entropy, top_ids, top_p, noise=s.noise)
             # 3. Events of the previous pass, built while the device runs this one.
             if pending is not None:
                 yield from pending.events()
@@ -494,9 +582,61 @@ def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, tas
     return Decoded(canvas=canvas, texts=texts, answers=answers, row_nfe=row_nfe, steps=step_no, stopped=stopped)
 
 
-INTRO = """**Watch a diffusion language model write its answer.** A masked-diffusion model (LLaDA-style) starts
-from an answer made only of `▒` masks and, at every step, predicts *all* masked positions at once, then
-commits a few of them. Which ones, and how many, is the **decoding strategy**."""
+INTRO = """**Watch a diffusion language model write its answer.** It does not write left to right: the answer
+starts as a row of masks (`▒`), and at every step the model guesses a token for *every* masked position at once,
+then keeps ("commits") only some of its guesses. The rest stay masked and are guessed again next step, with more
+of the answer known. Which guesses are kept, and how many per step, is the **strategy**."""
+
+LOOK_FOR = """in the **unsure step** example, the uncertainty heatmap lights up where the model hesitates; scrub to that
+step and see which token it committed while unsure (red or orange chip). In the **wrong answer** example, find the
+first committed token that differs from the solution: every later step builds on it."""
+
+ABOUT = """**How it works.** The answer is a row of masked positions. Each step is one forward pass of the model over
+the prompt and the partly filled answer: for every masked position it gives a guess, how sure it is of that guess
+(*confidence*: the probability of the chosen token) and how spread its guesses are (*entropy*, in nats: 0 = certain).
+The strategy keeps some guesses; the others are masked again. With a block length shorter than the answer, the
+answer is filled block by block, left to right, and the fixed-schedule strategies give each block steps ÷ blocks
+passes (so the steps must divide evenly over the blocks).
+
+**The strategies in plain words.**
+- `low_confidence` (LLaDA): keep the guesses the model is surest of, a fixed number per step.
+- `random` (LLaDA): keep randomly chosen guesses, a fixed number per step: the baseline that shows why confidence
+  matters.
+- `maskgit_plus` (Dream): keep the guesses with the highest probability (as `low_confidence`).
+- `topk_margin` (Dream): keep the guesses that lead their runner-up by the widest margin.
+- `entropy` (Dream): keep the guesses whose distribution is the least spread out.
+- `origin` (Dream): reveal each masked position with a probability that grows as the steps run out, whatever
+  the model's confidence.
+- `threshold` (Fast-dLLM): keep every guess in the current block that is at least `threshold` sure (at least
+  one per step): easy stretches take one pass, hard ones many.
+- `entropy_threshold` (dVoting): keep every guess in the current block whose entropy is below τ (at least the
+  single surest one).
+
+**The other settings.** *Temperature*: 0 always takes the most likely token; higher values draw tokens at random,
+so samples differ. *Position temperature* (`alg_temp`, Dream's strategies): above 0, which positions are kept is
+drawn at random, favouring confident ones. *Classifier-free guidance* (`cfg_scale`): each step also runs the model
+with the prompt masked and moves the prediction away from that prompt-less guess (logits = uncond +
+(cfg + 1)(cond − uncond), as LLaDA); each step then costs two forward passes. *Sampling top-p / top-k* (Dream):
+draw tokens only from the most likely ones.
+
+**Where this differs from the papers and their code.**
+- The zoo models are tiny (about 4 million parameters) and trained only on arithmetic chains; the papers
+  use 7-8B models, so accuracy and pass counts here are not comparable with theirs.
+- A step in which no row would commit anything is skipped (LLaDA would spend a pass on it).
+- The masked token is never chosen as a guess (LLaDA's generate() can choose it), while the confidence is still
+  the probability over the whole vocabulary, mask included, as in LLaDA.
+- Answers are read up to the first end-of-text token.
+- Each sample has its own random generator (seed + sample number), so a sample decodes the same alone or in a
+  batch; LLaDA draws from one global generator, so with temperature > 0 the same seed gives other samples than
+  LLaDA's script (greedy decoding is identical).
+- Dream's strategies on a LLaDA-style model (the zoo) use LLaDA's per-block linear schedule; on a Dream model they
+  follow Dream's own timestep schedule.
+- Fast-dLLM's KV cache is not implemented (its threshold rule is), so `threshold` saves passes but not the cost of
+  each pass.
+- `entropy_threshold` follows dVoting's reference code exactly: when a block fills, the same pass continues into
+  the next block.
+- The native DiffusionGemma path runs transformers' own sampler: the strategy, temperature and block settings of
+  this tab do not apply there."""
 
 
 def decode(adapter, prompt: str, params: DiffusionParams, *, task=None, seed: int = 0,

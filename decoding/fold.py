@@ -35,6 +35,7 @@ class Seq:
     top: list[tuple | None] = field(default_factory=list)  # (ids, probs) of the latest proposal
     kept: set[int] = field(default_factory=set)  # carried over, not decoded
     commit_step: dict[int, int] = field(default_factory=dict)  # position -> step it was committed at
+    noise: dict[int, float] = field(default_factory=dict)  # position -> the sampling draw of its commit, if recorded
     new: set[int] = field(default_factory=set)  # committed at this sequence's latest step
     step: int = 0  # its latest step
     first_step: int | None = None  # its first pass
@@ -42,6 +43,7 @@ class Seq:
     # (step, positions, entropies, committed positions) per pass: the entropy heatmap's rows. Rows are
     # appended, never changed, so a checkpoint shares them and a restore only truncates the list.
     history: list[tuple[int, list[int], list[float | None], list[int]]] = field(default_factory=list)
+    confs: list[list[float | None]] = field(default_factory=list)  # per history row: the confidences proposed
 
     @property
     def length(self) -> int:
@@ -58,9 +60,10 @@ class Seq:
 
     def copy(self) -> Seq:
         out = copy.copy(self)
-        for name in ("ids", "guess", "conf", "entropy", "top", "history"):
+        for name in ("ids", "guess", "conf", "entropy", "top", "history", "confs"):
             setattr(out, name, list(getattr(self, name)))
         out.kept, out.commit_step, out.new = set(self.kept), dict(self.commit_step), set(self.new)
+        out.noise = dict(self.noise)
         return out
 
 
@@ -135,6 +138,7 @@ class State:
                     seq.top[p] = (e.top_ids[j], e.top_p[j]) if e.top_ids and e.top_p else None
             seq.history.append((e.step, pos, [e.entropy[j] if e.entropy else None
                                               for j, p in enumerate(e.pos) if 0 <= p < MAX_POSITIONS], []))
+            seq.confs.append([e.conf[j] if e.conf else None for j, p in enumerate(e.pos) if 0 <= p < MAX_POSITIONS])
         elif e.action in ("commit", "keep", "accept"):
             for j, p in enumerate(e.pos):
                 if 0 <= p < MAX_POSITIONS:
@@ -144,6 +148,8 @@ class State:
                     else:
                         seq.commit_step.setdefault(p, e.step)
                         seq.new.add(p)
+                        if e.noise:
+                            seq.noise[p] = e.noise[j]
             if e.action == "commit" and seq.history and seq.history[-1][0] == e.step:
                 last = seq.history[-1]
                 seq.history[-1] = (last[0], last[1], last[2], last[3] + pos)
@@ -151,6 +157,7 @@ class State:
             for p in pos:
                 seq.ids[p] = None
                 seq.commit_step.pop(p, None)
+                seq.noise.pop(p, None)
                 seq.new.discard(p)
 
 

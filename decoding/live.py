@@ -7,8 +7,8 @@
         ...                                   # the app renders frame.state with the method's view module
 
 `stream` polls the growing trace and folds only the events added since its last look (decoding.fold.Fold), so a
-tick costs the new events, not the whole trace. It throttles: the HTML panels ~10×/s (`HTML_EVERY`), the plots
-every `PLOTS_EVERY` seconds, and every `Selection` (a voting round, a search's choice) reaches the page in turn
+tick costs the new events, not the whole trace. It throttles: the HTML panels ~12×/s (`HTML_EVERY`), the plots
+every `PLOTS_EVERY` seconds (they cost more to draw and to send; they are drawn as soon as there is a step), and every `Selection` (a voting round, a search's choice) reaches the page in turn
 even when several land between two polls. Stop is a flag the decoder polls (`should_stop`), so a run ends within
 one step even when the stream itself was cancelled; a stream that ends early (the page went away) stops its run.
 
@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from decoding.fold import Fold, State
 from decoding.trace import Selection, Trace
 
-HTML_EVERY, PLOTS_EVERY = 0.1, 1.5  # seconds between streamed updates: ~10/s for HTML, plots every 1.5 s
+# seconds between streamed updates: ~12/s for HTML; the plots every 2 s (a plotly redraw of three figures costs the
+# browser several times what the canvas does: python -m viz.bench_browser)
+HTML_EVERY, PLOTS_EVERY = 0.08, 2.0
 POLL = 0.02  # seconds between looks at the growing trace
 MAX_LIVE = 256  # live runs remembered (for Stop), over all sessions and tabs
 MAX_VIEWS = 256  # finished runs / uploaded traces kept for scrubbing, over all sessions and tabs
@@ -100,6 +102,10 @@ class LiveRun:
         self.stop, self.done = threading.Event(), threading.Event()
         self.error: str | None = None
         self.input_error = False
+        # the view options in force (a clicked chip's position, the sample the plots describe): the app's stream
+        # renders each frame with them, and an option changed during the run takes effect at the next frame
+        self.options: dict = {}
+        self.redraw = threading.Event()  # set when the options change: the stream redraws the plots at once
         self.thread = threading.Thread(target=self._run, args=(events,), daemon=True, name="decoding-lens-run")
         self.thread.start()
 
@@ -227,7 +233,8 @@ def stream(run: LiveRun, *, html_every: float = HTML_EVERY, plots_every: float =
            poll: float = POLL) -> Iterator[Frame]:
     """Frames of a live run until it ends, then one final frame. The plots are redrawn on every frame until one
     has a step (then every `plots_every` seconds);
-    a Selection forces a plot redraw (a new round changes the agreement grid); selections that landed
+    a Selection forces a plot redraw (a new round changes the agreement grid), and so does `run.redraw` (the page's
+    view options changed: a chip was clicked); selections that landed
     between two looks are each shown, `html_every` apart, before the latest state.
 
     If the consumer stops iterating before the run is done (the page went away, the event was cancelled),
@@ -254,14 +261,15 @@ def stream(run: LiveRun, *, html_every: float = HTML_EVERY, plots_every: float =
     try:
         while not run.done.wait(poll):
             now = time.monotonic()
-            if not events or (now - last_html < html_every and scanned == len(events)):
+            if not events or (now - last_html < html_every and scanned == len(events) and not run.redraw.is_set()):
                 continue
             cuts = new_selections()
             if now - last_html < html_every and not cuts:
                 continue
             yield from in_turn(cuts[:-1])  # each round reaches the page; the last one is in the latest state
             state = view.latest()
-            send_plots = bool(cuts) or not plotted or now - last_plots >= plots_every
+            send_plots = bool(cuts) or not plotted or now - last_plots >= plots_every or run.redraw.is_set()
+            run.redraw.clear()
             last_html = time.monotonic()
             if send_plots:  # plots drawn before the first step are empty: the first step's are drawn at once
                 last_plots, plotted = last_html, state.frame > 0

@@ -17,9 +17,12 @@ and `progress(state, meta)` (docs/CONTRACTS.md). Adding a method = one decoder f
 from __future__ import annotations
 
 import importlib
+import inspect
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from decoding.params import Params
 
@@ -34,6 +37,11 @@ class Method:
     kinds: tuple[str, ...]  # adapter kinds it runs on
     intro: str = ""  # Markdown above the tab's controls
     about: str = ""  # how it works and where it deviates from the paper (the About box)
+    # Example problems for its tab: dicts with at least "question" (optional "label": what it shows, "why": the
+    # measured reason, "level"). Empty: the entries of examples/prompts.json tagged with this method's name, else
+    # the untagged ones (`examples()`).
+    examples: tuple[dict, ...] = ()
+    look_for: str = ""  # one line under the intro: what to look for in the first example's run
 
 
 METHODS: dict[str, Method] = {}
@@ -67,3 +75,26 @@ def load_plugins() -> None:
         if module not in _PLUGINS_LOADED:
             importlib.import_module(module)
             _PLUGINS_LOADED.add(module)
+
+
+EXAMPLES_PATH = Path(__file__).resolve().parent.parent / "examples" / "prompts.json"
+
+
+def load_examples(path: Path = EXAMPLES_PATH) -> list[dict]:
+    """examples/prompts.json (written by `python -m decoding.pick_examples`): a list of problems, each with
+    "question" and optionally "methods" (the tabs it is chosen for), "label", "why", "level"."""
+    return json.loads(path.read_text())
+
+
+def examples(method: Method, path: Path = EXAMPLES_PATH) -> list[dict]:
+    """A tab's examples: the method's own (`Method.examples`, else the entries of prompts.json chosen for it), then
+    the untagged ones (the level ladder), so a tab added later still gets the general problems."""
+    rows = load_examples(path)
+    mine = [dict(e) for e in method.examples] or [e for e in rows if method.name in e.get("methods", ())]
+    return mine + [e for e in rows if not e.get("methods")]
+
+
+def default_seed(decode: Callable) -> int:
+    """The seed a decoder uses when none is given (its `seed=` default), else 0: what a first click runs."""
+    seed = inspect.signature(decode).parameters.get("seed")
+    return seed.default if seed is not None and isinstance(seed.default, int) else 0

@@ -36,12 +36,14 @@ class Recorder:
 
     def stage(self, step: int, seqs: list[int], block: int | None, x0: torch.Tensor, proposed: torch.Tensor,
               committed: torch.Tensor, conf: torch.Tensor, entropy: torch.Tensor, top_ids: torch.Tensor,
-              top_p: torch.Tensor) -> StagedStep:
+              top_p: torch.Tensor, noise: torch.Tensor | None = None) -> StagedStep:
         """Start copying one step to the host. x0 / proposed / committed / conf / entropy: [A, L];
         top_ids / top_p: [A, L, k]. `proposed`: positions whose prediction is recorded (still masked before
-        the step); `committed`: positions fixed at this step (their value is x0)."""
-        packed = torch.cat([x0[..., None].float(), proposed[..., None].float(), committed[..., None].float(),
-                            conf[..., None].float(), entropy[..., None].float(), top_ids.float(), top_p.float()], -1)
+        the step); `committed`: positions fixed at this step (their value is x0). `noise` [A, L] (optional): the
+        sampling draw that chose x0, recorded on the `commit` deltas (one more packed column)."""
+        columns = [x0[..., None].float(), proposed[..., None].float(), committed[..., None].float(),
+                   conf[..., None].float(), entropy[..., None].float(), top_ids.float(), top_p.float()]
+        packed = torch.cat(columns + ([noise[..., None].float()] if noise is not None else []), -1)
         if packed.is_cuda:
             host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
             host.copy_(packed, non_blocking=True)
@@ -49,7 +51,7 @@ class Recorder:
             done.record()
         else:
             host, done = packed, None
-        return StagedStep(self, step, seqs, block, top_ids.shape[-1], host, done)
+        return StagedStep(self, step, seqs, block, top_ids.shape[-1], host, done, noise is not None)
 
 
 def _split(values: list, counts: list[int]) -> list[list]:
@@ -67,8 +69,9 @@ class StagedStep:
     seqs: list[int]
     block: int | None
     k: int
-    host: torch.Tensor  # [A, L, 5 + 2k]
+    host: torch.Tensor  # [A, L, 5 + 2k (+ 1 with noise)]
     done: torch.cuda.Event | None
+    noisy: bool = False  # the last column holds the sampling noise
 
     def events(self) -> list:
         """Vocab for new ids, then per row: `propose` (the predictions at still-masked positions) and `commit`.
@@ -91,12 +94,15 @@ class StagedStep:
                      _split(np.round(rows_p[:, 4], PRECISION).tolist(), n_prop), _split(top_ids.tolist(), n_prop),
                      _split(np.round(rows_p[:, 5 + k:5 + 2 * k], PRECISION).tolist(), n_prop),
                      _split(ids_c.tolist(), n_comm))
+        noise = (_split(np.round(rows_c[:, 5 + 2 * k], PRECISION).tolist(), n_comm) if self.noisy
+                 else [None] * len(self.seqs))
         # The values come from our own tensors: model_construct skips re-validating them (a quarter of the time).
-        for seq, pp, pc, (ids, conf, ent, tids, tp, cids) in zip(self.seqs, pos_p, pos_c, fields):
+        for seq, pp, pc, (ids, conf, ent, tids, tp, cids), g in zip(self.seqs, pos_p, pos_c, fields, noise):
             if pp:
                 out.append(Tokens.model_construct(seq=seq, step=self.step, action="propose", pos=pp, ids=ids, conf=conf,
                                                   entropy=ent, top_ids=tids, top_p=tp, block=self.block))
             if pc:
+                extra = {"noise": g} if g is not None else {}
                 out.append(Tokens.model_construct(seq=seq, step=self.step, action="commit", pos=pc, ids=cids,
-                                                  block=self.block))
+                                                  block=self.block, **extra))
         return out

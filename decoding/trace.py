@@ -99,8 +99,11 @@ class Tokens(_Event):
     top_ids: list[list[int]] | None = None
     top_p: list[list[float]] | None = None
     block: int | None = None  # semi-autoregressive block being decoded
+    # `commit` of a sampled token (diffusion engine, temperature > 0): the Gumbel draw g = -log(-log U) that the
+    # Gumbel-max choice added to the token's logit / temperature at this step (the divergence debugger's evidence)
+    noise: list[float] | None = None
 
-    @field_validator("ids", "conf", "entropy", "top_ids", "top_p")
+    @field_validator("ids", "conf", "entropy", "top_ids", "top_p", "noise")
     @classmethod
     def _parallel(cls, values: list | None, info) -> list | None:
         if values is not None and len(values) != len(info.data.get("pos", [])):
@@ -121,6 +124,7 @@ class Node(_Event):
     answer: str | None = None
     score: float | None = None
     nfe: int | None = None  # forward passes this node paid for
+    stop: str | None = None  # why a finished node ended (search: eos / length / empty / answer)
 
 
 class Selection(_Event):

@@ -43,29 +43,80 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from decoding.diffusion import DiffusionParams, denoise
-from decoding.params import Params, ui
+from decoding.diffusion import DiffusionParams, answer_limits, denoise
+from decoding.params import Context, Limit, Params, ui
 from decoding.record import Recorder
 from decoding.trace import RunEnd, RunStart, Selection
 
 STOP_REASONS = ("majority", "all_agree", "max_samples")
 GRID_LETTERS = {"kept": "k", "agree": "a", "disagree": "d", "remasked": "r"}
 
-INTRO = """**Voting** decodes several samples of the same problem and takes the most common answer.
-**dVoting** notices that samples agree on most positions: each later sample *keeps* the agreed tokens and
-re-decodes only the rest, so it costs far fewer forward passes than majority@K."""
+INTRO = """**Ask several times, take the most common answer.** Voting decodes several samples of the same problem
+(with some randomness, so they can differ) and returns the answer most of them give. **dVoting** saves work: the
+samples agree on most positions, so after the first few, each new sample *keeps* the tokens they all agree on and
+re-decodes only the rest, and it stops as soon as the vote is settled."""
+
+LOOK_FOR = """in the **samples disagree** example the first samples give different answers, so the vote is not
+settled: in the agreement grid, the fourth sample's row shows **kept** cells (copied, not re-decoded)
+and only the rest is decoded again, in far fewer forward passes. **Vote fixes sample 1**: the first sample is
+wrong, the majority is right. **Early stop**: two samples agree and dVoting stops."""
+
+ABOUT = """**How it works.** Majority voting (majority@K) decodes K samples and counts their answers. dVoting decodes
+one sample at a time. The first ⌊K/2⌋+1 samples start from a fully masked answer. Each later sample starts from the
+positions where all earlier samples agree (the *agreement* share), with the rest, and always the last quarter of the
+answer, masked again, so the model re-decides only where the samples differed. Before each new sample, once two
+exist, it stops if one answer already has a majority of K, or if all answers so far are the same. Each sample is
+decoded adaptively: every pass commits all tokens whose entropy is below τ (at least the surest one). Cost is the
+number of forward passes summed over the samples.
+
+**Where this differs from the paper and its code.**
+- The zoo model is tiny and trained only on arithmetic chains (the paper uses LLaDA-8B on GSM8K, MATH, ARC), and the
+  default answer length is 80 tokens (the paper's is 256), so accuracy and pass counts are not comparable.
+- The default temperature is 1.0 (the paper's is 0.6). With the zoo model at 0.6 the first two samples agreed on
+  20 of 20 level-5/6 held-out problems, so dVoting always stopped before a sample could keep anything; at 1.0 a
+  later sample kept positions on 5 of 20, with the same majority accuracy (14 of 20), at 2.65 samples per problem
+  instead of 2.0 (`python -m decoding.pick_examples --levels 5,6 --per-level 10 --seed 1 --sweep 0.6,0.8,1.0`).
+- Answers are read up to the first end-of-text token (the reference also reads text after it).
+- *Batched* (off by default) decodes the first samples together and the later ones together; the reference decodes
+  one sample at a time. The answers are the same; it pays for samples the reference would skip (more passes, less
+  wall time), and with an agreement share below 1 the later samples start from a different canvas.
+- majority@K decodes adaptively (entropy < τ) unless *Steps per sample* is set; with steps > 0 it uses the fixed
+  low-confidence schedule of the paper's baseline.
+- Each sample has its own random generator (seed + sample number; the default seed 42 gives 42, 43, … as the
+  reference), but it draws other noise than the reference's global generator, so with temperature > 0 individual
+  samples differ from the reference's."""
 
 
 class VotingParams(Params):
-    method: Literal["dvoting", "majority"] = ui("dvoting", "Method (dVoting or majority@K)")
-    k: int = ui(5, "K (samples at most)", 1, 9, 1)
-    tau: float = ui(0.3, "τ: commit every masked token with entropy < τ (nats)", 0.01, 2, 0.01)
-    agreement: float = ui(1.0, "Agreement share to keep a position (1 = all)", 0.5, 1, 0.05)
-    gen_length: int = ui(80, "Answer length (tokens)", 8, 512, 8)
-    batched: bool = ui(False, "Batched (faster; beyond the reference order)")
-    temperature: float = ui(0.6, "Temperature", 0, 2, 0.05, advanced=True)
-    block_length: int = ui(16, "Block length", 1, 512, 1, advanced=True)
-    steps: int = ui(0, "Steps per sample for majority@K (0 = adaptive, entropy < τ)", 0, 512, 1, advanced=True)
+    method: Literal["dvoting", "majority"] = ui("dvoting", "Method (dVoting or majority@K)",
+                                                help="dVoting re-decodes only where samples disagree; majority@K "
+                                                     "decodes every sample in full.")
+    k: int = ui(5, "K (samples at most)", 1, 9, 1, help="The most samples a vote may take.")
+    tau: float = ui(0.3, "τ: commit every masked token with entropy < τ (nats)", 0.01, 2, 0.01,
+                    help="Each pass commits every token the model is this sure of (lower = more passes).")
+    agreement: float = ui(1.0, "Agreement share to keep a position (1 = all)", 0.5, 1, 0.05,
+                          help="A later sample keeps a position when this share of the samples so far agree on it.")
+    gen_length: int = ui(80, "Answer length (tokens)", 8, 512, 8,
+                         help="How many masked positions each sample gets; capped by the model's context.")
+    batched: bool = ui(False, "Batched (faster; beyond the reference order)",
+                       help="Decode the first samples together, then the later ones together (the paper's code "
+                            "decodes one at a time).")
+    temperature: float = ui(1.0, "Temperature", 0, 2, 0.05, advanced=True,
+                            help="Randomness of each token's choice: above 0, samples can differ.")
+    block_length: int = ui(16, "Block length", 1, 512, 1, advanced=True,
+                           help="Samples are decoded block by block, left to right; must divide the answer length.")
+    steps: int = ui(0, "Steps per sample for majority@K (0 = adaptive, entropy < τ)", 0, 512, 1, advanced=True,
+                    help="0 decodes adaptively; a fixed schedule must divide evenly over the blocks.")
+
+    @classmethod
+    def limits(cls, values, context: Context | None = None) -> dict[str, Limit]:
+        """As diffusion (decoding/diffusion.py answer_limits); steps: 0 (adaptive) or a multiple of the blocks."""
+        out = super().limits(values, context)
+        out |= answer_limits(out, values, context, scheduled=True)
+        if "steps" in out and out["steps"].step:
+            out["steps"] = Limit(0, out["steps"].maximum, out["steps"].step, whole=True, soft=False,
+                                 why=f"0 = adaptive, else {out['steps'].why}")
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> VotingParams:

@@ -28,7 +28,7 @@ EVIL = "<img src=x onerror=alert(1)>"
 
 # Output positions of /run_<method> and /stop_<method>: the view's PANELS, then status, scrubber, trace file.
 DIFFUSION_PANELS = ("canvas", "entropy", "topk", "order")
-VOTING_PANELS = ("tally", "meter", "grid", "canvas")
+VOTING_PANELS = ("tally", "meter", "grid", "canvas", "topk")
 D_CANVAS, D_STATUS, D_SCRUB, D_FILE = 0, len(DIFFUSION_PANELS), len(DIFFUSION_PANELS) + 1, len(DIFFUSION_PANELS) + 2
 V_CANVAS, V_STATUS, V_FILE = VOTING_PANELS.index("canvas"), len(VOTING_PANELS), len(VOTING_PANELS) + 2
 # /upload_trace: scrubber, status, then every method's panels (diffusion's first); /scrub_replay: the panels.

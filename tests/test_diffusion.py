@@ -303,3 +303,51 @@ def test_native_diffusion_stops(native):
     events = list(denoise(native, PROMPT, DiffusionParams(gen_length=2 * C, steps=4), should_stop=lambda: n.append(1)
                           or len(n) >= 2))
     assert len(steps_of(events)) == 2 and events[-1].stopped is True
+
+
+def test_native_diffusion_commits_what_the_sampler_accepted(native, monkeypatch):
+    """After each draft, the committed tokens are the canvas transformers' EntropyBoundSampler accepted at that step
+    (its sampled tokens, not the argmax), watched here independently by wrapping the class's accept_canvas; a token
+    the sampler stops accepting is remasked. (A finalized canvas then commits generate()'s output tokens.)"""
+    from transformers.models.diffusion_gemma import generation_diffusion_gemma as dg
+
+    seen = []  # per accept_canvas call: (accepted mask, sampled canvas)
+    original = dg.EntropyBoundSampler.accept_canvas
+
+    def spy(self, current, denoiser, logits, cur_step):
+        out = original(self, current, denoiser, logits, cur_step)
+        seen.append((self.accepted_token_mask.clone(), denoiser.clone()))
+        return out
+
+    monkeypatch.setattr(dg.EntropyBoundSampler, "accept_canvas", spy)
+    C = native.model.config.canvas_length
+    events = [e for e in denoise(native, PROMPT, DiffusionParams(gen_length=2 * C, block_length=C, steps=6, batch=2),
+                                 seed=1) if isinstance(e, Tokens)]
+    # A draft's events for a row: its `propose`, then that row's remask / commit; anything after belongs elsewhere.
+    groups, current = [], None
+    for e in events:
+        if e.action == "propose":
+            current = (e, [])
+            groups.append(current)
+        elif current is not None and e.seq == current[0].seq and e.step == current[0].step:
+            current[1].append(e)
+        else:
+            current = None  # a finalized canvas's commits
+    assert len(groups) == 2 * len(seen)
+    accepted: dict[int, dict[int, int]] = {0: {}, 1: {}}
+    differs_from_argmax = 0
+    for n, (propose, deltas) in enumerate(groups):
+        mask, sampled = seen[n // 2]
+        row, lo = propose.seq, propose.block * C
+        for e in deltas:
+            for p, t in zip(e.pos, e.ids):
+                if e.action == "commit":
+                    accepted[row][p] = t
+                else:
+                    assert e.action == "remask"
+                    accepted[row].pop(p, None)
+        want = {lo + p: int(sampled[row, p]) for p in range(C) if mask[row, p]}
+        assert {p: t for p, t in accepted[row].items() if lo <= p < lo + C} == want, (propose.step, row)
+        argmax = dict(zip(propose.pos, propose.ids))
+        differs_from_argmax += sum(want[p] != argmax[p] for p in want)
+    assert differs_from_argmax > 0  # the sampled tokens are not the argmax draft: the old view drew the wrong ones

@@ -33,8 +33,8 @@ PAYLOADS = [
 ]
 HOSTILE = st.lists(st.sampled_from(PAYLOADS) | st.text(max_size=4), min_size=1, max_size=4).map("".join)
 
-OUR_TAGS = {"div", "span", "b", "style"}  # what the HTML views emit
-OUR_ATTRS = {"class", "style", "title"}
+OUR_TAGS = {"div", "span", "b", "style", "code", "table", "thead", "tbody", "tr", "th", "td"}  # what the HTML views emit
+OUR_ATTRS = {"class", "style", "title", "data-p", "data-s"}  # data-p / data-s: a chip's position, a row's sample
 PLOT_TAGS = {"br", "sup", "extra", "b"}  # plotly label markup our figures use
 
 
@@ -67,10 +67,12 @@ def check_html(markup: str) -> str:
         assert tag in OUR_TAGS, f"injected <{tag}> in {markup[:300]!r}"
         for name, value in attrs:
             assert name in OUR_ATTRS, f"injected attribute {name}={value!r} on <{tag}>"
+            if name.startswith("data-"):
+                assert (value or "").isdigit(), f"{name}={value!r}: positions and samples are numbers only"
             if name in ("class", "style"):
                 assert "javascript" not in (value or "") and "url(" not in (value or ""), value
                 if name == "class":
-                    assert all(c.startswith("dl-") for c in (value or "").split()), value
+                    assert all(c.startswith(("dl-", "answer-")) for c in (value or "").split()), value
     return "".join(p.text)
 
 

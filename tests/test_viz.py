@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import plotly.graph_objects as go
 import pytest
@@ -17,6 +19,14 @@ from viz.tokens import render_canvas
 from viz.voting_view import agreement_grid, bench_figure, load_bench, nfe_meter_html, tally_html
 
 EVIL = "<img src=x onerror=alert(1)>"
+PAGE_CSS = (Path(__file__).resolve().parent.parent / "viz" / "page.css").read_text()
+
+
+def css_rule(cls: str) -> str:
+    """The declarations of the page.css rule for `.cls` (chips carry class names; their colours live there)."""
+    match = re.search(r"(?m)^\.%s\s*\{([^}]*)\}" % re.escape(cls), PAGE_CSS)
+    assert match, f"no rule for .{cls} in viz/page.css"
+    return match[1]
 FINAL = [*list("1+2=3\n#3"), "[EOS]", "[EOS]"]
 
 
@@ -73,24 +83,34 @@ def test_canvas_colours_and_final_answer() -> None:
     fold = Fold(trace)
     first = render_canvas(fold.at(1), trace.meta)
     assert first.count("dl-mask") == len(FINAL) - 2 and first.count("dl-new") == 2
-    assert "#a8e0b5" in first and first.count("dl-new dl-hi") == 2  # confidence 0.9: green
+    assert "#a8e0b5" in css_rule("dl-hi") and first.count("dl-new dl-hi") == 2  # confidence 0.9: green
+    assert "style=" not in first and "title=" not in first  # class names only: a live update stays small
     final = render_canvas(fold.latest(), trace.meta)
     assert "dl-mask" not in final and "#3" in final and "⏎" in final
     assert "dl-answer" in final and "answer #3" in final
     assert "✓ correct" in final and "5 forward passes · 0.10s" in final and "10/10 decoded" in final
+    assert final.count("answer-correct") == 2 and "answer-wrong" not in final  # the header and the row
     wrong = render_canvas(Fold(diffusion_trace(expected="4")).latest(), diffusion_trace(expected="4").meta)
-    assert "✗ (expected #4)" in wrong
+    assert "✗ (expected #4)" in wrong and wrong.count("answer-wrong") == 2 and "answer-correct" not in wrong
+    unchecked = render_canvas(Fold(diffusion_trace(expected=None, task="math")).latest(),
+                              diffusion_trace(expected=None, task="math").meta)
+    assert unchecked.count("answer-unchecked") == 2 and "✓" not in unchecked and "dl-note" not in unchecked
+    # the three verdicts look different: no two share a colour
+    colours = [re.search(r"color:\s*(#[0-9a-f]+)", css_rule(c))[1] for c in
+               ("answer-correct", "answer-wrong", "answer-unchecked")]
+    assert len(set(colours)) == 3
 
 
 def test_confidence_thresholds() -> None:
     for conf, colour, cls in [(0.1, "#f4a3a3", "dl-lo"), (0.5, "#f8cf8c", "dl-mid"), (0.95, "#a8e0b5", "dl-hi")]:
+        assert colour in css_rule(cls)
         trace = Trace(Meta(model="m", method="diffusion"))
         tok = Tok(*"abcd")
         trace.add(RunStart(method="diffusion", prompt="p", prompt_ids=[], rows=1, length=4))
         trace.add(tok.vocab())
         add_step(trace, tok, 1, list("abcd"), [0, 1, 2, 3], 2, conf=conf)
         canvas = render_canvas(Fold(trace).latest(), trace.meta)
-        assert colour in canvas and canvas.count(f"dl-new {cls}") == 2 and canvas.count("dl-new") == 2
+        assert canvas.count(f"dl-new {cls}") == 2 and canvas.count("dl-new") == 2
 
 
 def test_hostile_token_text_is_escaped() -> None:
@@ -193,7 +213,9 @@ def test_voting_views() -> None:
     assert list(grid.data[0].z[3]) == [0, 0, 3, 3] and grid.data[0].y[3] == "next start (sample 4)"
     assert list(grid.data[0].y[:3]) == ["sample 1", "sample 2", "sample 3"]
     assert {t.name for t in grid.data[1:]} >= {"remasked for the next sample"}
-    tally = tally_html(state, k=5)
+    tally = tally_html(state, k=5, meta=trace.meta)
+    assert "answer-correct" in tally and "answer-wrong" not in tally and "final answer #3 ✓" in tally
+    assert "answer-wrong" in tally_html(state, 5, voting_trace(expected="4").meta)
     assert "#3" in tally and "final answer #3" in tally and "strict majority" in tally
     assert "(2 of K=5 votes after 3 samples)" in tally
     meter = nfe_meter_html(state, k=5)
@@ -202,7 +224,8 @@ def test_voting_views() -> None:
     assert canvas.count("dl-row") == 3 and "sample 3" in canvas and "→ #4" in canvas
     assert "dl-new" in canvas and canvas.count("dl-new") == 4  # only the latest sample's commits are new
     out = voting_view.render(state, trace.meta)
-    assert out["tally"] == tally and out["meter"] == meter and out["canvas"] == canvas
+    assert out["tally"] == tally and out["meter"] == meter
+    assert out["canvas"].replace(" dl-sel", "") == canvas and out["canvas"].count("dl-sel") == 1  # the followed one
 
 
 def test_voting_before_the_first_round_and_stop_reasons() -> None:
@@ -285,10 +308,11 @@ def test_progress_line_shows_the_step_counter() -> None:
     trace, fold = progress_trace("voting", {"k": 5, "gen_length": 2})
     voting = voting_view.progress(fold.latest(), trace.meta)
     assert "sample 1 / 5" in voting and "step 3" in voting and "0 samples finished" in voting
-    assert voting == "▶ **running** · sample 1 / 5 · step 3 (at most 2) · 0 samples finished"
+    assert voting == "▶ **running** · sample 1 / 5 · step 3 (pass 3 of this sample, at most 2) · 0 samples finished"
     trace, fold = progress_trace("voting", {"k": 5, "gen_length": 2}, voting_second_sample=True)
     voting = voting_view.progress(fold.latest(), trace.meta)
-    assert voting == "▶ **running** · sample 2 / 5 · step 2 (at most 2) · 1 sample finished"
+    # the run-wide step (the canvas header, the heatmaps and the scrubber count the same), then the sample's pass
+    assert voting == "▶ **running** · sample 2 / 5 · step 6 (pass 2 of this sample, at most 2) · 1 sample finished"
 
 
 def test_progress_after_the_end_is_the_summary() -> None:
@@ -303,32 +327,83 @@ def test_progress_after_the_end_is_the_summary() -> None:
     assert voting_view.progress(Fold(vtrace).latest(), vtrace.meta).startswith("✓ done: answer **#3** ✓ · 8 forward")
 
 
-def test_topk_follows_the_most_uncertain_masked_position() -> None:
-    """Position -1 follows the run: the highest-entropy masked position, then the latest committed one."""
-    trace = diffusion_trace()
-    i, e = next((i, e) for i, e in enumerate(trace.events) if isinstance(e, Tokens) and e.action == "propose")
+def set_entropy(trace: Trace, step: int, pos: int, value: float) -> None:
+    i, e = next((i, e) for i, e in enumerate(trace.events)
+                if isinstance(e, Tokens) and e.action == "propose" and e.step == step)
     entropy = list(e.entropy)
-    entropy[e.pos.index(3)] = 2.5  # make position 3 the most uncertain masked one after step 1
+    entropy[e.pos.index(pos)] = value
     trace.events[i] = e.model_copy(update={"entropy": entropy})
+
+
+def test_topk_follows_the_most_uncertain_masked_position() -> None:
+    """Position -1 follows the run: the highest-entropy masked position; after the run, the committed position
+    whose choice was least sure, special tokens last (not an [EOS] at p = 1)."""
+    trace = diffusion_trace()
+    set_entropy(trace, 1, 3, 2.5)  # position 3: the most uncertain masked one after step 1
+    set_entropy(trace, 1, 9, 2.9)  # [EOS], committed at step 1 even less sure: specials come last
+    set_entropy(trace, 4, 4 - 1, 1.2)  # position 3 committed at step 4 (right to left, 2 per step) at 1.2 nats
     fold = Fold(trace)
     step1 = fold.at(1)  # right-to-left order: positions 9 and 8 decided, the rest masked
     assert followed_position(step1.seqs[0]) == 3
-    assert "position 3 (followed)" in topk_figure(step1, -1).layout.title.text
-    assert "position 3 (followed)" in diffusion_view.render(step1, trace.meta, position=-1)["topk"].layout.title.text
-    assert "position 5<" in diffusion_view.render(step1, trace.meta, position=5)["topk"].layout.title.text
-    done = fold.latest().seqs[0]
-    assert followed_position(done) in (0, 1)  # nothing masked: a position of the last step's commits
+    assert "position 3 of sample 1 (followed)" in topk_figure(step1, -1).layout.title.text
+    assert "position 3 of sample 1 (followed)" in \
+        diffusion_view.render(step1, trace.meta, position=-1)["topk"].layout.title.text
+    assert "position 5 of sample 1 (selected)" in \
+        diffusion_view.render(step1, trace.meta, position=5)["topk"].layout.title.text
+    done = fold.latest()
+    assert followed_position(done.seqs[0], done) == 3
+    out = diffusion_view.render(done, trace.meta, position=-1)
+    assert "position 3 of sample 1 (followed)" in out["topk"].layout.title.text
+    assert out["canvas"].count("dl-sel") == 1 and 'dl-sel" data-p="3"' in out["canvas"]
 
 
-def test_canvas_chips_tooltips_and_kept_tokens() -> None:
+def test_chips_select_a_position_of_a_sample() -> None:
+    """Each chip names its position (data-p) and its row its sample (data-s): a click selects them; the selected
+    position is outlined, and the position view shows its top-k, its entropy and confidence over the steps and
+    its commit step, for the sample picked."""
     trace = voting_trace()
     state = Fold(trace).latest()
-    canvas = render_canvas(state, trace.meta)
-    assert "position 0 · kept" in canvas and "position 1 · committed at step 2" in canvas
-    assert "confidence 0.900 · entropy 0.100 nats" in canvas and "&lt;img" in canvas  # top-k lines in tooltips
+    canvas = render_canvas(state, trace.meta, selected=(1, 2))
+    assert [int(x) for x in re.findall(r'data-s="(\d+)"', canvas)] == [0, 1, 2]
+    assert canvas.count("dl-sel") == 1 and re.search(r'data-s="1".*?class="dl-chip[^"]*dl-sel" data-p="2"', canvas)
+    kept = json.dumps(voting_view.render(state, trace.meta, sample=2, position=0)["topk"].to_plotly_json())
+    assert "position 0 of sample 2: kept, no top-k recorded" in kept  # carried over: never proposed there
+    fig = voting_view.render(state, trace.meta, sample=3, position=1)["topk"]
+    assert "position 1 of sample 3 (selected)" in fig.layout.title.text
+    assert "committed at step 3" in fig.layout.title.text
+    bars, entropy, confidence = fig.data
+    assert list(bars.x) == [0.8, 0.15, 0.05] and "&lt;img src=x onerror=alert(1)&gt;" in bars.y  # text, escaped
+    assert list(entropy.x) == [3] and list(entropy.y) == [0.1] and list(confidence.y) == [0.9]
+    assert [s.x0 for s in fig.layout.shapes] == [3]  # the commit step
     masked = render_canvas(Fold(diffusion_trace()).at(1), None)
-    assert "position 0 · masked" in masked and "▒" not in masked.split("dl-legend")[0].replace("▒ masked", "")
+    assert "▒" not in masked.split("dl-legend")[0]  # masked chips show the current guess
     assert render_canvas(Fold(diffusion_trace()).at(1), None, show_guesses=False).count(">▒<") == 8
+
+
+def test_eos_tail_folds_and_stopped_rows_say_so() -> None:
+    final = [*"1+2=3\n#3", *["[EOS]"] * 6]
+    trace = diffusion_trace(final=final)
+    fold = Fold(trace)
+    assert "dl-fold" not in render_canvas(fold.at(1), trace.meta)  # 2 EOS committed: too short to fold
+    four = render_canvas(fold.at(2), trace.meta)
+    assert four.count("dl-fold") == 1 and "EOS × 4" in four
+    done = render_canvas(fold.latest(), trace.meta)
+    assert "EOS × 6" in done and re.findall(r'<span data-p="(\d+)">EOS', done) == [str(p) for p in range(8, 14)]
+    assert done.count('class="dl-chip') == 8 + 1  # eight tokens and the folded tail
+    stopped = diffusion_trace(answer=None, stopped=True)
+    canvas = render_canvas(Fold(stopped).latest(), stopped.meta)
+    assert "■ stopped" in canvas and "dl-stopped" in canvas and "no answer line" not in canvas
+
+
+def test_prompt_outside_the_task_gets_a_note() -> None:
+    """A zoo-task trace with no expected answer: the zoo task knows the answer of every prompt in its format, so
+    the prompt is not one; the answer is shown unchecked, with a note."""
+    trace = diffusion_trace(expected=None, prompt="🙂🙂=?\n")
+    canvas = render_canvas(Fold(trace).latest(), trace.meta)
+    assert "dl-note" in canvas and "not one of the zoo model" in canvas and "answer-unchecked" in canvas
+    assert "answer-correct" not in canvas
+    assert "not checked" in diffusion_view.progress(Fold(trace).latest(), trace.meta)
+    assert "dl-note" not in render_canvas(Fold(diffusion_trace()).latest(), diffusion_trace().meta)
 
 
 def test_view_modules_follow_the_contract() -> None:
@@ -384,4 +459,4 @@ def test_large_trace_renders_at_a_middle_frame() -> None:
     out = diffusion_view.render(state, trace.meta) | voting_view.render(state, trace.meta)
     assert out["canvas"].count("dl-row") == 3 and len(out["entropy"].data[0].z) == 256
     assert len(out["grid"].data[0].z) == 3  # two samples finished + the next start
-    assert "sample 3 / 5 · step 128" in voting_view.progress(state, trace.meta)
+    assert "sample 3 / 5 · step 640 (pass 128 of this sample" in voting_view.progress(state, trace.meta)

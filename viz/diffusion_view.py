@@ -6,9 +6,11 @@ Pure: reads a decoding.fold.State and the trace's Meta; no torch, no gradio, no 
 
 from __future__ import annotations
 
+import math
+
 from decoding.fold import State
 from decoding.trace import Meta
-from viz.heatmap import decode_order, entropy_heatmap, topk_figure
+from viz.heatmap import decode_order, entropy_heatmap, followed_position, topk_figure
 from viz.panels import Option, Panel
 from viz.tokens import end_line, render_canvas
 
@@ -17,23 +19,42 @@ SCHEDULED = frozenset({"low_confidence", "random", "maskgit_plus", "topk_margin"
 
 PANELS = [
     Panel("canvas", "html", "Canvas",
-          placeholder='<div class="dl-canvas" style="color:#888;padding:12px 0">The answer appears here, '
-                      "position by position, when the run starts.</div>"),
+          placeholder='<div class="dl-canvas dl-wait">The answer appears here, position by position, when the run '
+                      "starts. Then click a chip to see its alternatives and history.</div>"),
     Panel("entropy", "plot", "Entropy", placeholder="run to see the uncertainty per step", height=260, row="detail"),
-    Panel("topk", "plot", "Top-k", placeholder="top-k alternatives at one position", height=220, row="detail"),
+    Panel("topk", "plot", "Selected position", placeholder="click a chip: its top-k alternatives and history",
+          height=220, row="detail"),
     Panel("order", "plot", "Decode order", placeholder="decode order", height=160),
 ]
-OPTIONS = [Option("position", -1, "Top-k position (-1: follow the most uncertain masked one)", minimum=-1)]
+OPTIONS = [
+    Option("sample", 1, "Sample (row) the plots describe", minimum=1),
+    Option("position", -1, "Position (click a chip; -1: follow the run)", minimum=-1),
+]
 
 
-def render(state: State, meta: Meta | None, *, plots: bool = True, position: float | None = -1) -> dict[str, object]:
-    """canvas (HTML), entropy / topk / order (plotly figures; None when plots=False). `position` < 0 follows
-    the most uncertain masked position of the first sequence."""
+def selection(state: State, sample: float | None, position: float | None) -> tuple[int | None, int]:
+    """(sequence id, position) the plots describe: sample `sample` (1-based: sequence id + 1, as the canvas labels
+    its rows; the first row when there is no such sample) and `position`, or the followed one
+    (`followed_position`) when it is < 0."""
+    rows = state.rows()
+    wanted = int(sample) - 1 if sample is not None and math.isfinite(sample) else 0
+    seq = state.seqs.get(wanted) or (rows[0] if rows else None)
+    if seq is None:
+        return None, -1
     pos = -1 if position is None else int(position)
+    return seq.id, followed_position(seq, state) if pos < 0 else pos
+
+
+def render(state: State, meta: Meta | None, *, plots: bool = True, position: float | None = -1,
+           sample: float | None = 1) -> dict[str, object]:
+    """canvas (HTML), entropy / topk / order (plotly figures; None when plots=False). `sample` (1-based) picks
+    the row the heatmap and the position view describe; `position` < 0 follows the run (`selection`)."""
+    seq, pos = selection(state, sample, position)
+    following = position is None or position < 0
     return {
-        "canvas": render_canvas(state, meta),
-        "entropy": entropy_heatmap(state) if plots else None,
-        "topk": topk_figure(state, pos) if plots else None,
+        "canvas": render_canvas(state, meta, selected=(seq, pos) if seq is not None else None),
+        "entropy": entropy_heatmap(state, seq, pos) if plots else None,
+        "topk": topk_figure(state, -1 if following else pos, seq) if plots else None,
         "order": decode_order(state) if plots else None,
     }
 

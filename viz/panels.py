@@ -11,6 +11,10 @@ A view module (viz/<method>_view.py) exposes:
 
 `state` is a decoding.fold.State (the trace folded up to the frame shown), `meta` the trace's Meta.
 Pure: no torch, no gradio.
+
+Options named `position` and `sample` are set by the page when a chip is clicked (viz/page.js: the chip's
+data-p, its row's data-s + 1); a view that declares them gets pointing for free. The HTML panels share the
+page's styles (viz/page.css): use viz.tokens' chips and answer classes rather than inline styles.
 """
 
 from __future__ import annotations

@@ -18,17 +18,19 @@ import plotly.graph_objects as go
 
 from decoding.fold import MAX_POSITIONS, State
 from decoding.trace import Meta, Selection
-from viz.heatmap import _title, empty_figure, figure
-from viz.panels import Panel
+from viz.diffusion_view import selection
+from viz.heatmap import _title, empty_figure, figure, topk_figure
+from viz.panels import Option, Panel
 from viz.tokens import (
     MASK_BG,
     MAX_ROWS,
     NEW_HIGH,
     NEW_LOW,
     OLD_BG,
+    answer_class,
     answer_text,
     end_line,
-    label,
+    plot_text,
     render_canvas,
     token_id,
 )
@@ -48,24 +50,34 @@ STOP_REASONS = {
 
 PANELS = [
     Panel("tally", "html", "Tally",
-          placeholder='<div style="color:#888">The tally appears when the first sample is done.</div>', row="summary"),
+          placeholder='<div class="dl-wait">The tally appears when the first sample is done.</div>', row="summary"),
     Panel("meter", "html", "Forward passes", placeholder="", row="summary"),
     Panel("grid", "plot", "Agreement", placeholder="agreement grid", height=200),
     Panel("canvas", "html", "Samples",
-          placeholder='<div class="dl-canvas" style="color:#888;padding:12px 0">Samples appear here one after '
-                      "another when the run starts.</div>"),
+          placeholder='<div class="dl-canvas dl-wait">Samples appear here one after another when the run starts. '
+                      "Then click a chip to see its alternatives and history.</div>"),
+    Panel("topk", "plot", "Selected position", placeholder="click a chip: its top-k alternatives and history",
+          height=220),
 ]
-OPTIONS: list = []
+OPTIONS = [
+    Option("sample", 1, "Sample the position view describes", minimum=1),
+    Option("position", -1, "Position (click a chip; -1: follow the run)", minimum=-1),
+]
 
 
-def render(state: State, meta: Meta | None, *, plots: bool = True) -> dict[str, object]:
-    """tally, meter, canvas (HTML) and grid (plotly figure; None when plots=False)."""
+def render(state: State, meta: Meta | None, *, plots: bool = True, position: float | None = -1,
+           sample: float | None = 1) -> dict[str, object]:
+    """tally, meter, canvas (HTML), grid and topk (plotly figures; None when plots=False). `sample` (1-based)
+    and `position` (< 0: follow the run) pick the position the canvas outlines and the topk panel describes."""
     k = _k(meta)
+    seq, pos = selection(state, sample, position)
+    following = position is None or position < 0
     return {
-        "tally": tally_html(state, k),
+        "tally": tally_html(state, k, meta),
         "meter": nfe_meter_html(state, k),
         "grid": agreement_grid(state) if plots else None,
-        "canvas": render_canvas(state, meta),
+        "canvas": render_canvas(state, meta, selected=(seq, pos) if seq is not None else None),
+        "topk": topk_figure(state, -1 if following else pos, seq) if plots else None,
     }
 
 
@@ -78,8 +90,10 @@ def extras() -> list[tuple[str, object]]:
 
 
 def progress(state: State, meta: Meta | None) -> str:
-    """The status line (Markdown): "▶ **running** · sample 3 / 5 · step 12 (at most 48) · 2 samples finished"
-    (the step counts from the sample's first pass); once the run has ended, its summary."""
+    """The status line (Markdown): "▶ **running** · sample 3 / 5 · step 60 (pass 12 of this sample, at most 48)
+    · 2 samples finished". The step is the run-wide forward-pass index (Tokens.step), the one the canvas header,
+    the heatmaps and the scrubber count; the pass counts from the sample's first. Once the run has ended, its
+    summary."""
     if state.end is not None:
         return end_line(state, meta)
     params = meta.params if meta is not None else {}
@@ -95,8 +109,9 @@ def progress(state: State, meta: Meta | None) -> str:
     ids = sorted(s.id + 1 for s in current)
     which = "sample 1" if not ids else f"sample {ids[0]}" if len(ids) == 1 else f"samples {ids[0]}–{ids[-1]}"
     first = min((s.first_step for s in current if s.first_step is not None), default=None)
-    step = state.step - first + 1 if first is not None else 0
-    bits = ["▶ **running**", f"{which} / {k}", f"step {step} (at most {bound})" if bound else f"step {step}"]
+    passes = state.step - first + 1 if first is not None else 0
+    bits = ["▶ **running**", f"{which} / {k}",
+            f"step {state.step} (pass {passes} of this sample" + (f", at most {bound})" if bound else ")")]
     sel = state.selection
     done = max(len(finished), len(sel.nodes) if sel is not None else 0)
     bits.append(f"{done} sample{'s' if done != 1 else ''} finished")
@@ -130,7 +145,7 @@ def agreement_grid(state: State) -> go.Figure:
             ys.append(f"next start (sample {i + 1})")
         z[i, :len(cells)] = [index.get(c, np.nan) for c in cells]
         for p, c in enumerate(cells):
-            shown = "▒" if seq is None or (i >= len(seqs) and c != "k") else label(state.text(token_id(seq, p)))
+            shown = "▒" if seq is None or (i >= len(seqs) and c != "k") else plot_text(state.text(token_id(seq, p)))
             text[i, p] = f"{shown}<br>{names.get(c, '?')}"
     n = len(CATEGORIES)
     scale = []
@@ -155,16 +170,22 @@ def agreement_grid(state: State) -> go.Figure:
     for _, _, colour, text in CATEGORIES:  # legend entries (a heatmap has no categorical legend of its own)
         data.append(go.Scatter(x=[None], y=[None], mode="markers", name=text,
                                marker={"size": 12, "color": colour, "symbol": "square"}))
-    return figure(data, f"Round {sel.round}: where the samples agree", 190 + 36 * len(z),
+    height = 250 + 36 * len(z)  # the legend sits below the axis title, in the bottom margin
+    return figure(data, f"Round {sel.round}: where the samples agree", height,
                   xaxis={"title": _title("position in the answer")}, yaxis={"autorange": "reversed"},
-                  legend={"orientation": "h", "y": -0.35 if len(z) < 4 else -0.2})
+                  legend={"orientation": "h", "y": -70 / (height - 140), "yanchor": "top"},
+                  margin={"l": 60, "r": 20, "t": 40, "b": 100})
 
 
-def tally_html(state: State, k: int | None = None) -> str:
-    """The running vote: each answer with a bar, the final answer highlighted, and why voting stopped."""
+TALLY_COLOURS = {"answer-correct": "#1e8449", "answer-wrong": "#c0392b", "answer-unchecked": "#5b6b82"}
+
+
+def tally_html(state: State, k: int | None = None, meta: Meta | None = None) -> str:
+    """The running vote: each answer with a bar, the final answer highlighted in the style of its verdict
+    (correct / wrong / unchecked), and why voting stopped."""
     sel = state.selection
     if sel is None:
-        return '<div style="color:#888">The tally appears when the first sample is done.</div>'
+        return '<div class="dl-wait">The tally appears when the first sample is done.</div>'
     total = max(k or 0, len(sel.answers), 1)
     final_answer = sel.answer if sel.reason is not None else None
     lines = []
@@ -172,7 +193,7 @@ def tally_html(state: State, k: int | None = None) -> str:
         votes = votes if isinstance(votes, int) and not isinstance(votes, bool) else 0
         final = final_answer is not None and answer == final_answer
         shown = "no answer" if answer is None else html.escape(answer_text(answer))
-        colour = "#1e8449" if final else "#7f9cc7"
+        colour = TALLY_COLOURS[answer_class(answer, meta)] if final else "#7f9cc7"
         width = 100 * min(max(votes, 0), total) / total
         lines.append(
             f'<div style="display:flex;align-items:center;margin:3px 0;{"font-weight:700" if final else ""}">'
@@ -192,8 +213,8 @@ def tally_html(state: State, k: int | None = None) -> str:
             n = len(sel.answers)
             reason += f" ({won} of K={k} votes after {n} sample{'s' if n != 1 else ''})"
         parts.append(
-            f'<div class="dl-final" style="margin-top:8px;padding:6px 10px;background:#e9f7ee;border-left:4px solid #1e8449">'
-            f"<b>final answer {html.escape(final)}</b> — {html.escape(reason)}</div>"
+            f'<div class="dl-final {answer_class(final_answer, meta)}" style="margin-top:8px;padding:6px 10px">'
+            f"<b>final answer {html.escape(final)}{_mark(final_answer, meta)}</b> — {html.escape(reason)}</div>"
         )
     return "".join(parts)
 
@@ -257,9 +278,9 @@ def bench_figure(rows: list[dict]) -> go.Figure:
                 x=[nfe],
                 y=[acc * scale],
                 mode="markers",  # labels go in the legend: text labels collide when methods cost alike
-                name=html.escape(method),
+                name=html.escape(method, quote=False),
                 marker={"size": 12},
-                hovertemplate=f"{html.escape(method)}<br>accuracy %{{y:.1f}}%<br>%{{x:.0f}} forward passes"
+                hovertemplate=f"{html.escape(method, quote=False)}<br>accuracy %{{y:.1f}}%<br>%{{x:.0f}} forward passes"
                 + (f"<br>{sec:.2f}s" if sec is not None else "")
                 + "<extra></extra>",
             )
@@ -271,6 +292,13 @@ def bench_figure(rows: list[dict]) -> go.Figure:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _mark(answer: str | None, meta: Meta | None) -> str:
+    cls = answer_class(answer, meta)
+    if cls == "answer-unchecked" or meta is None:
+        return ""
+    return " ✓" if cls == "answer-correct" else f" ✗ (expected {html.escape(answer_text(meta.expected))})"
 
 
 def _sample_seqs(state: State, sel: Selection) -> list[int]:
