@@ -34,7 +34,7 @@ PAYLOADS = [
 HOSTILE = st.lists(st.sampled_from(PAYLOADS) | st.text(max_size=4), min_size=1, max_size=4).map("".join)
 
 OUR_TAGS = {"div", "span", "b", "style", "code", "table", "thead", "tbody", "tr", "th", "td"}  # what the HTML views emit
-OUR_ATTRS = {"class", "style", "title", "data-p", "data-s"}  # data-p / data-s: a chip's position, a row's sample
+OUR_ATTRS = {"class", "style", "title", "data-p", "data-s", "align"}  # data-p / data-s: a chip's position, a row's sample
 PLOT_TAGS = {"br", "sup", "extra", "b"}  # plotly label markup our figures use
 
 
@@ -184,7 +184,7 @@ def app_module():
 
 
 @pytest.mark.filterwarnings("ignore:cannot replay")
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_app_status_lines_escape_meta(app_module, tmp_path, data) -> None:
