@@ -7,6 +7,7 @@ polling interval of loops that watch the live stream."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
@@ -75,22 +76,32 @@ def watch_run(page, status: str, canvas: str, plots: list[str], midrun_png: Path
     raise AssertionError(f"the run did not finish within {RUN_TIMEOUT}s; last status: {seen[-1]['status']!r}")
 
 
-@pytest.fixture(scope="module")
-def page(app_url: str):
+@contextlib.contextmanager
+def open_page(app_url: str, ready: str = "#model input"):
+    """A fresh headless Chromium page on the shared app, loaded until `ready` shows; `page.js_errors` collects the
+    page's errors (e.g. plotly throwing while a plot updates)."""
     OUT.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)  # every locator action and expect() on a slow box
-        sync_api.expect.set_options(timeout=60_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))  # e.g. plotly throwing while a plot updates
-        page.js_errors = errors
-        page.goto(app_url, timeout=120_000)
-        page.wait_for_selector("#diffusion-canvas", timeout=120_000)
-        yield page
-        browser.close()
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)  # every locator action and expect() on a slow box
+            sync_api.expect.set_options(timeout=60_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.js_errors = errors
+            page.goto(app_url, timeout=120_000)
+            page.wait_for_selector(ready, timeout=120_000)
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url: str):
+    with open_page(app_url, "#diffusion-canvas") as opened:
+        yield opened
 
 
 def set_slider(page, elem_id: str, value: int, tries: int = 3) -> None:

@@ -6,21 +6,11 @@ from __future__ import annotations
 
 import re
 
-from test_browser import CHROMIUM, OUT, RUN_TIMEOUT, SHIPPED_ZOO, set_slider, sync_api
+from test_browser import OUT, RUN_TIMEOUT, SHIPPED_ZOO, open_page, set_slider, sync_api
 
 
 def test_divergence_tab_marks_the_split_and_its_cause(app_url: str) -> None:
-    OUT.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        sync_api.expect.set_options(timeout=60_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(app_url, timeout=120_000)
-        page.wait_for_selector("#model input", timeout=120_000)
+    with open_page(app_url) as page:
         assert "tiny-dllm" in page.locator("#model input").input_value()
         page.get_by_role("tab", name="Divergence").click()
         prompt = page.locator("#divergence-prompt textarea")
@@ -59,11 +49,10 @@ def test_divergence_tab_marks_the_split_and_its_cause(app_url: str) -> None:
             box.press("Enter")
             sync_api.expect(cause).to_contain_text("different context")  # sample 4 kept what 1-3 agreed on
             assert "had committed" in cause.inner_text()
-        assert not errors, errors
+        assert not page.js_errors, page.js_errors
         page.screenshot(path=str(OUT / "divergence-1400.png"), full_page=True)
         page.set_viewport_size({"width": 390, "height": 900})
         page.wait_for_timeout(500)  # the layout reflows (no condition to wait on: the same content)
         page.screenshot(path=str(OUT / "divergence-390.png"), full_page=True)
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 400, f"the page scrolls sideways at 390 px ({width} px wide)"
-        browser.close()

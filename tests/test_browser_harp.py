@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from test_browser import CHROMIUM, OUT, RUN_TIMEOUT, sync_api
+from test_browser import OUT, RUN_TIMEOUT, open_page, sync_api
 
 from decoding.models import ZOO_DIR
 
@@ -14,17 +14,7 @@ EXAMPLE = "63-49-6+49-25-11*5=?"  # measured (tests/test_harp.py): hesitates at 
 
 
 def test_harp_hesitation_point(app_url: str, zoo_dir) -> None:
-    OUT.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        sync_api.expect.set_options(timeout=60_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(app_url, timeout=120_000)
-        page.wait_for_selector("#model input", timeout=120_000)
+    with open_page(app_url) as page:
         page.locator("#model input").click()
         page.get_by_role("option", name=re.compile(r"^tiny-ar")).first.click()
         sync_api.expect(page.locator("#model-info")).to_contain_text("HARP", timeout=120_000)
@@ -54,11 +44,10 @@ def test_harp_hesitation_point(app_url: str, zoo_dir) -> None:
         if zoo_dir == ZOO_DIR:  # the shipped model: the mix flips the token at 6 and HARP answers right
             assert point == 6 and "flipped" in view.inner_text()
             assert "first split at position 6" in output.inner_text() and "#105 ✓" in output.inner_text()
-        assert not errors, errors
+        assert not page.js_errors, page.js_errors
         page.screenshot(path=str(OUT / "harp-1400.png"), full_page=True)
         page.set_viewport_size({"width": 390, "height": 900})
         page.wait_for_timeout(500)  # the layout reflows (no condition to wait on: the same content)
         page.screenshot(path=str(OUT / "harp-390.png"), full_page=True)
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 400, f"the page scrolls sideways at 390 px ({width} px wide)"
-        browser.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from test_browser import CHROMIUM, OUT, RUN_TIMEOUT, STATUS_OBSERVER, set_slider, sync_api
+from test_browser import OUT, RUN_TIMEOUT, STATUS_OBSERVER, open_page, set_slider, sync_api
 
 EXAMPLE = "56-29-26+83*6-88-8=?"  # level 6: at T = 1 some of the zoo policy's beams differ and get pruned
 POINTS = "() => document.querySelectorAll('#search-tree .scatterlayer .points path').length"
@@ -36,17 +36,7 @@ def pick_model(page, name: str) -> None:
 
 
 def test_search_tree_grows_scrubs_and_reranks(app_url: str) -> None:
-    OUT.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        sync_api.expect.set_options(timeout=60_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(app_url, timeout=120_000)
-        page.wait_for_selector("#model input", timeout=120_000)
+    with open_page(app_url) as page:
         pick_model(page, "tiny-ar")
         page.get_by_role("tab", name="Test-time search").click()
         page.wait_for_selector("#search-prompt textarea", state="visible")
@@ -92,10 +82,9 @@ def test_search_tree_grows_scrubs_and_reranks(app_url: str) -> None:
             sync_api.expect(page.locator("#search-clusters")).to_contain_text(f"scored by {how}")
             sync_api.expect(page.locator("#search-tree .gtitle").first).to_contain_text(f"({how})")
         assert page.locator("#search-strips [data-testid=plotly]").count() == 1
-        assert not errors, errors
+        assert not page.js_errors, page.js_errors
         page.set_viewport_size({"width": 390, "height": 900})
         page.wait_for_timeout(500)  # the layout reflows (no condition to wait on: the same content)
         page.screenshot(path=str(OUT / "search-390.png"), full_page=True)
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 400, f"the page scrolls sideways at 390 px ({width} px wide)"
-        browser.close()
