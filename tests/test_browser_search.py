@@ -66,7 +66,9 @@ def test_search_tree_grows_scrubs_and_reranks(app_url: str) -> None:
             set_slider(page, "search-scrub", frame)
             sync_api.expect(page.locator("#search-tree .gtitle").first).to_contain_text(
                 f"iteration {frame if frame < frames else ''}")
-            page.wait_for_function(f"() => ({POINTS})() > 0")
+            # the last frame's title matches the previous one's ("iteration "): wait for its own points too
+            wait = f"=== {final_points}" if frame == frames else "> 0"
+            page.wait_for_function(f"() => ({POINTS})() {wait}")
             seen.append(int(re.search(r"(\d+) nodes", tree_title(page))[1]))
         assert seen[0] == 8 and seen[0] < seen[1] <= seen[2], seen
         assert page.evaluate(POINTS) == final_points
