@@ -54,16 +54,16 @@ def build_snapshot(code: Path, name: str, folder: Path, device: torch.device) ->
     t0 = time.perf_counter()
     cls = get_class_from_dynamic_module(f"{module}.{arch}", str(folder), local_files_only=True)
     class_repairs = repairs.repair_class(cls)  # the same class object that decoding.models.load uses next
-    # LLaDA builds its modules on config.init_device ("meta" on the hub): build them on the device here instead.
-    built = {**config, "init_device": str(device)} if "init_device" in config else config
-    cfg = get_class_from_dynamic_module(config_ref, str(folder), local_files_only=True)(**built)
-    with torch.device(device):
-        torch.set_default_dtype(torch.bfloat16)
-        try:
+    # Build on the meta device and fill the weights ourselves: the classes' own initialisers took 366 s for
+    # LLaDA-8B on an H100, and random weights are all this check needs (the snapshot is re-loaded below).
+    cfg = get_class_from_dynamic_module(config_ref, str(folder), local_files_only=True)(**config)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("meta"):
             model = cls(cfg)
-        finally:
-            torch.set_default_dtype(torch.float32)
-    model = model.to_empty(device=device) if any(p.is_meta for p in model.parameters()) else model.to(device)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    model = model.to_empty(device=device)
     torch.manual_seed(0)
     with torch.no_grad():  # random weights: norms at 1, matrices N(0, 0.02)
         for p in model.parameters():
