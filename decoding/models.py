@@ -210,7 +210,8 @@ class Adapter:
                 # Left padding: real tokens start at position 0 in every row, as in the unpadded sequence.
                 kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, **kwargs)
-        logits = (out.logits if hasattr(out, "logits") else out[0]).float()
+        # .to: a model split over GPUs (device_map) may hand its logits back on the last layers' GPU.
+        logits = (out.logits if hasattr(out, "logits") else out[0]).float().to(self.device)
         if self.shift_logits:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         return logits
@@ -299,16 +300,22 @@ _CACHE: dict[tuple[str, str], Adapter] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def load(spec: str | Path, device: str | torch.device | None = None) -> Adapter:
-    """Load a zoo name ("tiny-dllm"), a local folder or a registry / allow-listed hub id; cached by (spec, device)."""
+def load(spec: str | Path, device: str | torch.device | None = None, device_map: str | dict | None = None) -> Adapter:
+    """Load a zoo name ("tiny-dllm"), a local folder or a registry / allow-listed hub id; cached by (spec, device,
+    device_map).
+
+    `device_map` is passed to `from_pretrained` as is, so accelerate places the layers: "balanced" splits the model
+    evenly over the visible GPUs (even one that fits on one), "auto" fills them in order. Without it, a model too big
+    for one GPU gets "auto" anyway; the adapter's device is then the one holding the input embeddings.
+    """
     spec = str(spec)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    key = (spec, str(device))
+    key = (spec, str(device), json.dumps(device_map, sort_keys=True, default=str))
     if key in _CACHE:
         return _CACHE[key]
     with _LOAD_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = _load(spec, device)
+            _CACHE[key] = _load(spec, device, device_map)
         return _CACHE[key]
 
 
@@ -316,23 +323,23 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _load(spec: str, device: torch.device) -> Adapter:
+def _load(spec: str, device: torch.device, device_map: str | dict | None = None) -> Adapter:
     if spec in ZOO_NAMES:
         folder = ZOO_DIR / spec
         if not (folder / "config.json").is_file():
             raise ModelLoadError(f"zoo model {spec!r} is not built: {folder} has no config.json (train it with "
                                  f"`python -m decoding.zoo.build_zoo --out {ZOO_DIR}`)")
-        return _load_local(spec, folder, device)
+        return _load_local(spec, folder, device, device_map)
     if spec in REGISTRY:
-        return _load_hub(spec, REGISTRY[spec], device)
+        return _load_hub(spec, REGISTRY[spec], device, device_map)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return _load_local(spec, path, device)
+        return _load_local(spec, path, device, device_map)
     if path.exists() or _looks_like_path(spec):
         # Checked here: transformers would send a missing path to the Hub ("Repo id must be in the form ...").
         raise ModelLoadError(f"no model folder at {spec!r} ({path.resolve()} does not exist or is not a folder)")
     if spec in TRUST_REMOTE_CODE_ALLOWLIST or spec in HUB_ALLOWLIST:
-        return _load_hub(spec, None, device)
+        return _load_hub(spec, None, device, device_map)
     raise ModelLoadError(
         f"unknown model {spec!r}: not a zoo name ({', '.join(ZOO_NAMES)}), no folder at {path.resolve()}, "
         f"not a registry hub id ({', '.join(REGISTRY)}) and not on an allow-list (allow_hub_id, allow_remote_code)"
@@ -403,7 +410,7 @@ def folder_settings(folder: Path) -> tuple[dict, dict]:
     return config, settings
 
 
-def _load_local(spec: str, folder: Path, device: torch.device) -> Adapter:
+def _load_local(spec: str, folder: Path, device: torch.device, device_map: str | dict | None = None) -> Adapter:
     config, settings = folder_settings(folder)
     needs_code = bool(settings.get("trust_remote_code")) or "auto_map" in config
     if needs_code and _allow_key(folder) not in TRUST_REMOTE_CODE_ALLOWLIST:
@@ -411,10 +418,12 @@ def _load_local(spec: str, folder: Path, device: torch.device) -> Adapter:
                              f"but it is not on the allow-list: call decoding.models.allow_remote_code({spec!r}) "
                              f"if you trust it")
     n_params = _param_estimate(folder)
-    return _build(spec, str(folder), settings, config, needs_code, n_params, device, local_only=True, folder=folder)
+    return _build(spec, str(folder), settings, config, needs_code, n_params, device, local_only=True, folder=folder,
+                  device_map=device_map)
 
 
-def _load_hub(spec: str, info: ModelInfo | None, device: torch.device) -> Adapter:
+def _load_hub(spec: str, info: ModelInfo | None, device: torch.device,
+              device_map: str | dict | None = None) -> Adapter:
     settings = _registry_settings(info) if info else {}
     needs_code = spec in TRUST_REMOTE_CODE_ALLOWLIST
     if info and info.trust_remote_code and not needs_code:
@@ -434,7 +443,8 @@ def _load_hub(spec: str, info: ModelInfo | None, device: torch.device) -> Adapte
     if "kind" not in settings:
         settings["kind"] = _kind_from_config(config_dict, Path(spec))
     n_params = int(info.params_b * 1e9) if info else None
-    return _build(spec, spec, settings, config_dict, needs_code, n_params, device, local_only=local_only)
+    return _build(spec, spec, settings, config_dict, needs_code, n_params, device, local_only=local_only,
+                  device_map=device_map)
 
 
 def _hub_offline() -> bool:
@@ -487,7 +497,8 @@ def _remote_class(ref: str | list, source: str, local_only: bool) -> type:
 
 
 def _build(spec: str, source: str, settings: dict, config: dict, needs_code: bool, n_params: int | None,
-           device: torch.device, local_only: bool, folder: Path | None = None) -> Adapter:
+           device: torch.device, local_only: bool, folder: Path | None = None,
+           device_map: str | dict | None = None) -> Adapter:
     from transformers import AutoTokenizer
 
     kind = settings["kind"]
@@ -497,8 +508,9 @@ def _build(spec: str, source: str, settings: dict, config: dict, needs_code: boo
     load_kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": needs_code, "local_files_only": local_only}
     big = device.type == "cuda" and n_params is not None and \
         n_params * dtype.itemsize > 0.85 * torch.cuda.get_device_properties(device).total_memory
-    if big:
-        load_kwargs["device_map"] = "auto"  # accelerate spreads the layers over GPUs (and CPU)
+    device_map = device_map or ("auto" if big else None)
+    if device_map:
+        load_kwargs["device_map"] = device_map  # accelerate spreads the layers over GPUs (and CPU)
     try:
         cls, remote_ref = _model_class(kind, config, needs_code)
         repairs: list[str] = []
@@ -511,7 +523,7 @@ def _build(spec: str, source: str, settings: dict, config: dict, needs_code: boo
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=needs_code, local_files_only=local_only)
     except Exception as e:
         raise ModelLoadError(f"could not load {spec} from {source} as {kind}: {type(e).__name__}: {e}") from e
-    if not big:
+    if not device_map:
         model = model.to(device)
     model.eval()
     if repairs:

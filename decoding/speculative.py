@@ -209,18 +209,21 @@ def forward(model, heads, input_ids: torch.Tensor, caches: Caches, n_heads: int)
     out = model.model(input_ids=input_ids, past_key_values=caches.trunk, use_cache=True, output_hidden_states=True)
     logits = [model.lm_head(out.last_hidden_state)]
     if n_heads > 1:
-        trunk = out.hidden_states[-2]  # the state entering the last layer, shared by every head
-        position_ids = torch.arange(past, past + length, device=input_ids.device)[None]
-        cos_sin = model.model.rotary_emb(trunk, position_ids)
+        # The state entering the last layer, shared by every head. With the trunk split over GPUs
+        # (device_map) it lives on the last layers' GPU: the heads run where they were loaded.
+        device = next(heads.parameters()).device
+        trunk = out.hidden_states[-2].to(device)
+        position_ids = torch.arange(past, past + length, device=device)[None]
+        cos_sin = tuple(t.to(device) for t in model.model.rotary_emb(trunk, position_ids))
         # Cached keys come first: query i (position past + i) sees keys 0..past + i. sdpa's own is_causal would
         # align the triangle top-left, wrong as soon as there is a cache.
-        mask = torch.ones(length, past + length, dtype=torch.bool, device=input_ids.device).tril(past)[None, None]
+        mask = torch.ones(length, past + length, dtype=torch.bool, device=device).tril(past)[None, None]
         for layer, cache in zip(heads.layers[: n_heads - 1], caches.heads):  # only the heads the draft needs
             hidden = layer(trunk, attention_mask=mask, position_ids=position_ids, position_embeddings=cos_sin,
                            past_key_values=cache)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
             logits.append(model.lm_head(model.model.norm(hidden)))
-    return torch.stack(logits)[:, 0].float()
+    return torch.stack([x.to(input_ids.device) for x in logits])[:, 0].float()
 
 
 # ---------------------------------------------------------------- the loop
