@@ -428,10 +428,12 @@ def chip_options(options: dict, data: object) -> dict:
     return out
 
 
-def upload_trace(tabs: dict[str, Tab], path: str | None, options: dict[str, dict], session: str = "default") -> list:
+def upload_trace(tabs: dict[str, Tab], path: str | None, options: dict[str, dict], session: str = "default",
+                 path_b: str | None = None) -> list:
     """Replay tab: load a trace file (validated, its cost bounded: decoding.trace.check_work), pick the views of
     its method, draw its final state. The TraceView stays server-side in VIEWS under (session, "replay"); the
-    page's state gets only that key. The session's previous replay is dropped first (one at a time per page)."""
+    page's state gets only that key. The session's previous replay is dropped first (one at a time per page).
+    With a second file (`path_b`), the two become one trace of the method that takes pairs (`Method.pair`)."""
     n_panels = sum(len(t.panels) for t in tabs.values())
 
     def fail(message: str) -> list:
@@ -439,12 +441,23 @@ def upload_trace(tabs: dict[str, Tab], path: str | None, options: dict[str, dict
                 *[gr.skip()] * n_panels]
 
     if not path:
-        return [gr.skip(), gr.skip(), "", *[gr.skip()] * len(tabs), *[gr.skip()] * n_panels]
+        return fail("upload the first trace, then the second") if path_b else \
+            [gr.skip(), gr.skip(), "", *[gr.skip()] * len(tabs), *[gr.skip()] * n_panels]
     VIEWS.drop((session, "replay"))
     try:
         size = Path(path).stat().st_size
         trace = Trace.load(path)
-    except TraceError as e:
+        if path_b:
+            pair = next((t.method.pair for t in tabs.values() if t.method.pair), None)
+            if pair is None:
+                return fail("no method of this app compares two traces")
+            try:
+                second = Trace.load(path_b)
+            except TraceError as e:
+                return fail(f"the second file: {e}")
+            size += Path(path_b).stat().st_size
+            trace = pair(trace, second)
+    except (TraceError, ValueError) as e:
         return fail(str(e))
     except Exception as e:  # a file the loader did not expect must not take the app down
         return fail(f"{type(e).__name__}: {e}")
@@ -459,7 +472,8 @@ def upload_trace(tabs: dict[str, Tab], path: str | None, options: dict[str, dict
     except Exception as e:  # a file that passes the schema but does not make sense
         return fail(f"inconsistent trace ({type(e).__name__}: {e})")
     meta = trace.meta
-    info = (f"▶ replaying **{md_escape(tab.method.title)}** on **{md_escape(meta.model)}** (seed {meta.seed}), "
+    info = (f"▶ replaying **{md_escape(tab.method.title)}**{' (two traces)' if path_b else ''} on "
+            f"**{md_escape(meta.model)}** (seed {meta.seed}), "
             f"{frames} steps"
             + (f" · expected answer {md_escape(meta.expected)}" if meta.expected is not None else ""))
     groups = [gr.Column(visible=name == tab.name) for name in tabs]
@@ -737,8 +751,10 @@ def _method_tab(tab: Tab, model: gr.Dropdown) -> None:
 def _replay_tab(tabs: dict[str, Tab]) -> None:
     with gr.Tab("Replay a trace", id="replay"):
         gr.Markdown("Upload a trace downloaded from this app: it replays with no model loaded, in the views of the "
-                    "method that made it.")
+                    "method that made it. Add a second trace (two seeds, methods or settings) to see where the two "
+                    "part, and why, in the Divergence views.")
         file = gr.File(label="Trace (.json)", file_types=[".json"], elem_id="replay-file")
+        file_b = gr.File(label="Second trace (optional, to compare)", file_types=[".json"], elem_id="replay-file-b")
         status = gr.Markdown("", elem_id="replay-status")
         scrub = gr.Slider(0, 1, 0, step=1, label="Step", interactive=False, elem_id="replay-scrub")
         groups, panels, options, own = [], [], {}, {}
@@ -766,8 +782,13 @@ def _replay_tab(tabs: dict[str, Tab]) -> None:
     def scrub_fn(key: tuple | None, frame: float, **values) -> list:
         return scrub_replay(tabs, key, frame, by_tab(values))
 
+    def pair_fn(path: str | None, path_b: str | None, request: gr.Request, **values) -> list:
+        return upload_trace(tabs, path, by_tab(values), _session(request), path_b)
+
     file.upload(upload_fn, [file], [state, scrub, status, *groups, *panels], inputs_kwargs=options,
                 api_name="upload_trace")
+    file_b.upload(pair_fn, [file, file_b], [state, scrub, status, *groups, *panels], inputs_kwargs=options,
+                  api_name="upload_pair")
     scrub_args = {"fn": scrub_fn, "inputs": [state, scrub], "outputs": panels, "inputs_kwargs": options,
                   "show_progress": "hidden", "trigger_mode": "always_last"}
     scrub.input(**scrub_args, api_name="scrub_replay")  # a user's scrub (upload_trace draws the last step itself)

@@ -79,4 +79,5 @@ register(Method(
     about=divergence.ABOUT,
     examples=divergence.EXAMPLES,
     look_for=divergence.LOOK_FOR,
+    pair=divergence.pair,  # the Replay tab's two uploaded traces, compared in this tab's views
 ))

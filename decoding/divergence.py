@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from decoding.fold import Fold, State
-from decoding.trace import Meta, Trace
+from decoding.trace import Meta, RunEnd, RunStart, Tokens, Trace, Vocab, check_work
 
 CAUSES = ("different context", "sampling", "near-tie", "numerics")
 NEAR_TIE = 0.1  # top-2 probability margin under which a split is a near-tie
@@ -52,7 +52,8 @@ random seed), pick two samples, and see the first point where they commit differ
 there on each side (top-k, entropy), what each side had already written that the other had not, and the cause:
 *different context*, *sampling* (the random draw picked a token that was not the most likely), *near-tie* or
 *numerics*. Then fork: pin the split to the other token and decode that sample again with the same seed. The same
-analysis runs on saved traces: `python -m decoding diff A.json B.json`."""
+analysis runs on two saved traces (two seeds, methods or settings): the **Replay a trace** tab's second file, or
+`python -m decoding diff A.json B.json`."""
 
 LOOK_FOR = """in the **samples disagree** example, set sample A to 1 and sample B to 2: they share every token up
 to one digit of a product, where sample 1's draw picked a 1 % token over a 71 % one (*sampling*); compare sample 1
@@ -73,13 +74,26 @@ draw that large is and by how much it had to beat the most likely token's draw (
 
 **Where this differs from the issue.** Only the draw of the taken token is recorded, not the argmax's, so "the noise
 picked a non-argmax token" rests on the recorded distribution (the taken token is not the argmax). The fork pins a
-position from the start of the sample's decode (the engine has no mid-run pin), with the same seed. Replay of one
-sample alone by its seed (`decoding/replay.py`) runs from Python and the tests, not from this tab; fp32 against
-bf16 on a GPU has not been measured.
+position from the start of the sample's decode (the engine has no mid-run pin), with the same seed. Forks of plain
+autoregressive traces and of greedy speculative ones (whose output is plain greedy decoding's) run from Python
+(`decoding/replay.py`), not from this tab; search traces draw all beams from one generator, so one beam cannot be
+re-drawn alone and is not forked. fp32 against
+bf16 on a GPU has not been measured. A replay or fork reproduces the original token for token only on the same
+dtype and device (and kernels): in bf16, or on another GPU, the logits differ slightly, and a near-tie or a sampled
+draw near its threshold can then go the other way (that is the *numerics* cause).
+
+**Two runs from anywhere.** Two samples of the vote are the same prompt under two seeds (seed + sample number). To
+compare two methods, two settings or two seeds of any tab: download both runs' traces and give them to the
+**Replay a trace** tab, the second in its *Second trace* box: the pair opens in these views, each side named by
+its file, with the settings that differ; no model is loaded, so there is no fork. The CLI does the same:
+`python -m decoding diff A.json B.json`.
 
 **Fork.** Set *Fork: sample*, *position* and *alternative* (the split line says which to pick to take the other
 sample's token) and Run: after the vote, that sample is decoded again, alone, with the same seed and that position
-pinned to its k-th most likely token there; the Fork panel shows the new answer and every position that changed."""
+pinned to its k-th most likely token there; the Fork panel shows the new answer, every position that changed and
+the vote recounted with the new answer (later dVoting samples are not re-decoded). Alternative 0 pins nothing: the
+sample is decoded alone by its seed, and the panel says whether that reproduces its run in the vote token for token
+(batched against alone: where it does not, the cause at the split says why)."""
 
 EXAMPLES = ({"question": "15+15+90-78*2*6-81=?", "label": "samples disagree",
              "why": "default dVoting (seed 42): samples 1 and 2 part at one digit of 84*6, sampling"},)
@@ -270,22 +284,41 @@ def sequences(state: State, forks: bool = True) -> list[int]:
             and (forks or k != FORK_SEQ or (state.start is not None and state.start.method != "voting"))]
 
 
+def _source(meta: Meta, seq: int) -> dict | None:
+    """A pair trace's record of where sequence `seq` came from (`pair`), else None."""
+    sources = meta.params.get("pair_sources")
+    src = sources[seq] if isinstance(sources, list) and 0 <= seq < len(sources) else None
+    return src if isinstance(src, dict) else None
+
+
 def seed_of(meta: Meta, seq: int) -> int | None:
     """The seed of a sequence's noise: the engines seed row r with seed + r, and the diffusion, voting and plain
     autoregressive methods number their sequences by row. Other methods: unknown (None)."""
+    if (src := _source(meta, seq)) is not None:
+        return src.get("seed") if isinstance(src.get("seed"), int) else None
+    if seq == FORK_SEQ and meta.method == "divergence":  # the tab's fork re-decodes its sample with that sample's seed
+        sample = meta.params.get("fork_sample")
+        return meta.seed + sample - 1 if isinstance(sample, int) and sample >= 1 else None
     return meta.seed + seq if meta.method in SEEDED_BY_ROW else None
 
 
-def _temperature(meta: Meta) -> float | None:
-    t = meta.params.get("temperature")
+def _temperature(meta: Meta, seq: int = 0) -> float | None:
+    t = (_source(meta, seq) or meta.params).get("temperature")
     return float(t) if isinstance(t, int | float) else None
+
+
+def _prompt(state: State, meta: Meta, seq: int) -> list[int] | None:
+    if (src := _source(meta, seq)) is not None:  # (an uploaded file's: checked, not trusted)
+        prompts, f = meta.params.get("pair_prompts"), src.get("file")
+        return prompts[f] if isinstance(prompts, list) and f in (0, 1) and len(prompts) == 2 else None
+    return state.start.prompt_ids if state.start else None
 
 
 def _side(name: str, state: State, meta: Meta, seq: int, label: str) -> Side:
     tokens = list(state.seqs[seq].ids)
     node = next((n for n in reversed(state.nodes.values()) if n.seq == seq), None)
     return Side(name=name, source=f"{label} seq {seq}", seq=seq, tokens=tokens, texts=[state.text(t) for t in tokens],
-                answer=node.answer if node else None, seed=seed_of(meta, seq), temperature=_temperature(meta),
+                answer=node.answer if node else None, seed=seed_of(meta, seq), temperature=_temperature(meta, seq),
                 vocab=state.vocab)
 
 
@@ -328,7 +361,7 @@ def diverge_states(state_a: State, meta_a: Meta, seq_a: int, state_b: State, met
         if ta != tb:
             pa, pb = walk_a.picks.get(p), walk_b.picks.get(p)
             splits.append(PositionSplit(p, ta, tb, pa.pass_no if pa else None, pb.pass_no if pb else None))
-    same_prompt = (start_a.prompt_ids if start_a else None) == (start_b.prompt_ids if start_b else None)
+    same_prompt = _prompt(state_a, meta_a, seq_a) == _prompt(state_b, meta_b, seq_b)
     out = Divergence(mode=mode, a=a, b=b, position=None, pass_no=None, splits=splits, answer_pass=None,
                      cause="identical", evidence=[], notes=[], conflicts=[], same_prompt=same_prompt,
                      same_noise=False, threshold=threshold)
@@ -439,3 +472,83 @@ def _distribution_gap(a: Side, b: Side) -> str:
     if gap == 0 and pa == pb:
         return "the recorded top-k probabilities are equal to 3 decimals: the difference lies below the recorded precision"
     return f"the recorded probabilities differ by up to {gap:.3f} on the tokens both top-k lists hold"
+
+
+# ---------------------------------------------------------------- two traces as one (the Replay tab's second file)
+
+PAIR_FILES = ("first file", "second file")
+
+
+def pair(trace_a: Trace, trace_b: Trace) -> Trace:
+    """Two traces as one divergence trace, so the Divergence views compare a sequence of one with a sequence of the
+    other: samples 1 and 2 are the first sequence of each file, then come the first file's others, then the second's
+    (FORK_SEQ sequences at most). Each sequence keeps its tokens, distributions, noise and final node; the second
+    file's steps follow the first's. `meta.params` records each new sequence's file, method, model, number, seed and
+    temperature, and each file's prompt ids, so seeds, temperatures and prompts compare as in the two files.
+    Diffusion mode only when both are diffusion traces with one mask id. ValueError: a file has no committed tokens,
+    or the two name one token id differently (other vocabularies: positions cannot be compared token by token)."""
+    traces = (trace_a, trace_b)
+    folds = [Fold(t).latest() for t in traces]
+    seqs = [sequences(f) for f in folds]
+    for name, found, state in zip(PAIR_FILES, seqs, folds):
+        if not found or state.start is None:
+            raise ValueError(f"the {name} has no sequence with committed tokens to compare")
+    order = [(0, seqs[0][0]), (1, seqs[1][0]), *((0, q) for q in seqs[0][1:]), *((1, q) for q in seqs[1][1:])]
+    new = {src: i for i, src in enumerate(order[:FORK_SEQ])}
+    vocab = dict(folds[0].vocab)
+    for i, text in folds[1].vocab.items():
+        if vocab.setdefault(i, text) != text:
+            raise ValueError(f"the two files name token id {i} differently: they come from different tokenizers, so "
+                             "their tokens cannot be compared position by position")
+    start_a, start_b = folds[0].start, folds[1].start
+    mask = start_a.mask_id if start_a.mask_id == start_b.mask_id else None
+    sources = [{"file": f, "seq": q, "method": traces[f].meta.method[:60], "model": traces[f].meta.model[:200],
+                "seed": seed_of(traces[f].meta, q), "temperature": _temperature(traces[f].meta, q)} for f, q in new]
+    meta = traces[0].meta
+    same = {k: getattr(meta, k) if getattr(meta, k) == getattr(trace_b.meta, k) else None for k in ("task", "expected")}
+    out = Trace(Meta(model=meta.model if meta.model == trace_b.meta.model else f"{meta.model} | {trace_b.meta.model}",
+                     method="divergence", seed=meta.seed, **same,
+                     params={"pair_sources": sources, "pair_prompts": [start_a.prompt_ids, start_b.prompt_ids],
+                             "pair_settings": _settings(trace_a.meta, trace_b.meta)}))
+    out.add(RunStart(method="pair", prompt=start_a.prompt, prompt_ids=start_a.prompt_ids, rows=len(new),
+                     length=max(start_a.length, start_b.length), mask_id=mask))
+    out.add(Vocab(ids=sorted(vocab), texts=[vocab[i] for i in sorted(vocab)]))
+    offset, nfe, seconds = 0, 0, 0.0
+    for f, trace in enumerate(traces):
+        for e in trace.events:
+            if isinstance(e, Tokens) and (f, e.seq) in new:
+                out.add(e.model_copy(update={"seq": new[f, e.seq], "step": e.step + offset}))
+        for q in seqs[f]:  # each sequence's last node: its text and answer
+            node = next((n for n in reversed(folds[f].nodes.values()) if n.seq == q), None)
+            if node is not None and (f, q) in new:
+                out.add(node.model_copy(update={"id": new[f, q], "seq": new[f, q], "parent": None,
+                                                "step": node.step + offset}))
+        offset += folds[f].step
+        nfe += folds[f].end.nfe if folds[f].end else 0
+        seconds += folds[f].end.seconds if folds[f].end else 0.0
+    out.add(RunEnd(nfe=nfe, seconds=seconds, summary={"pair": [t.meta.method[:60] for t in traces]}))
+    check_work(out.events)
+    return out
+
+
+def recount(answers: list[str | None], nodes: list[int], seq: int, answer: str | None
+            ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """A vote's tally before and after sequence `seq`'s answer is replaced by `answer` (a fork's): (answer, votes)
+    most common first, ties first seen, no answer takes no part (as decoding/voting.py's tally, kept torch-free)."""
+    def tally(values: list[str | None]) -> list[tuple[str, int]]:
+        counts: dict[str, int] = {}
+        for v in values:
+            if v is not None:
+                counts[v] = counts.get(v, 0) + 1
+        return sorted(counts.items(), key=lambda item: item[1], reverse=True)
+
+    return tally(answers), tally([answer if n == seq else a for n, a in zip(nodes, answers)])
+
+
+def _settings(a: Meta, b: Meta) -> list[list]:
+    """What differs between the two runs' settings: [name, first file's value, second's] (method, model, seed and
+    parameters; at most 20, values as short strings)."""
+    first = {"method": a.method, "model": a.model, "seed": a.seed, **a.params}
+    second = {"method": b.method, "model": b.model, "seed": b.seed, **b.params}
+    return [[str(k)[:40], str(first.get(k))[:60], str(second.get(k))[:60]] for k in sorted(set(first) | set(second))
+            if first.get(k) != second.get(k)][:20]

@@ -42,6 +42,9 @@ class Method:
     # the untagged ones (`examples()`).
     examples: tuple[dict, ...] = ()
     look_for: str = ""  # one line under the intro: what to look for in the first example's run
+    # Two traces -> one trace of this method (the Replay tab's second file shows the pair in its views); ValueError
+    # / TraceError with a message for people when they cannot be compared. None: the method takes no pairs.
+    pair: Callable | None = None
 
 
 METHODS: dict[str, Method] = {}

@@ -11,7 +11,9 @@ row r with seed + r, so a sample decoded alone with `rows=[r]` draws the same no
   `at_pass` > 1, every token the sample had committed before that pass), then decodes with the same seed;
 - autoregressive traces (plain decoding, `decoding/autoregressive.py`): the same seed and sampling settings; a
   fork decodes freely up to `pos` (same noise, so the prefix must come out unchanged), forces `token` there (the
-  sampler still draws that step's uniform, so the noise stays aligned), then decodes freely on.
+  sampler still draws that step's uniform, so the noise stays aligned), then decodes freely on;
+- greedy speculative traces (sequence 0, the output): as plain greedy decoding, which they equal token for token.
+  Sampled speculative traces (typical acceptance) and search traces (one generator for all beams) are refused.
 
 `decode_divergence` (the divergence tab's decoder): voting's run, then a fork of one sample as sequence FORK_SEQ.
 """
@@ -29,6 +31,9 @@ from decoding.voting import VotingParams
 
 ENGINE_METHODS = ("diffusion", "voting", "divergence")  # the divergence tab runs voting
 AR_METHODS = ("autoregressive",)
+# Greedy only: greedy speculative output is plain greedy decoding's, token for token (decoding/speculative.py), so
+# its sequence 0 replays and forks as plain greedy decoding, without drafts.
+SPEC_METHODS = ("speculative",)
 
 
 def _start(trace: Trace) -> RunStart:
@@ -94,20 +99,33 @@ def _decode(adapter, trace: Trace, seq: int, pins: dict[int, int] | None = None,
         out.add(start.model_copy(update={"rows": 1}))
         gen = denoise(adapter, start.prompt, params, trace.meta.seed, task=task, init_canvas=[canvas], rows=[seq],
                       run_events=False)
-    elif trace.meta.method in AR_METHODS:
-        from decoding.autoregressive import ARParams, generate
+    elif trace.meta.method in AR_METHODS + SPEC_METHODS:
+        from decoding.autoregressive import generate
 
-        params = ARParams.model_validate({k: v for k, v in trace.meta.params.items() if k in ARParams.model_fields})
+        params = _ar_params(trace, seq)
         out.add(start.model_copy(update={"rows": 1}))
         gen = generate(adapter, [list(start.prompt_ids)], params.config(), seed=trace.meta.seed + seq, seqs=[seq],
                        record_k=params.alternatives, use_cache=params.use_cache, task=task,
                        policy=_forcing(*force) if force else None)
     else:
-        raise ValueError(f"replay supports the {', '.join(ENGINE_METHODS + AR_METHODS)} methods, not "
+        raise ValueError(f"replay supports the {', '.join(ENGINE_METHODS + AR_METHODS + SPEC_METHODS)} methods, not "
                          f"{trace.meta.method!r}")
     for event in gen:
         out.add(event)
     return out
+
+
+def _ar_params(trace: Trace, seq: int):
+    from decoding.autoregressive import ARParams
+
+    params = trace.meta.params
+    if trace.meta.method not in SPEC_METHODS:
+        return ARParams.model_validate({k: v for k, v in params.items() if k in ARParams.model_fields})
+    if params.get("temperature", 0) != 0 or seq != 0:
+        raise ValueError("only a greedy speculative trace's output (sequence 0) replays: greedy speculative output is "
+                         "plain greedy decoding's; sampled typical acceptance draws no noise plain sampling could repeat")
+    return ARParams(max_new_tokens=int(params.get("max_new_tokens", 80)), temperature=0.0,
+                    alternatives=int(params.get("top_k", 3)))
 
 
 def _forcing(pos: int, token: int):
@@ -152,14 +170,16 @@ def fork(adapter, trace: Trace, seq: int, pos: int, token: int, *, at_pass: int 
 
 class DivergenceParams(VotingParams):
     """A vote (voting's parameters), then optionally a fork: sample `fork_sample` re-decoded alone with the same
-    seed, position `fork_position` pinned to its top-k alternative no. `fork_rank` there."""
+    seed, position `fork_position` pinned to its top-k alternative no. `fork_rank` there (0: nothing pinned, a
+    replay of the sample alone by its seed, against its batched run)."""
 
     fork_sample: int = ui(0, "Fork: sample to re-decode (0 = no fork)", 0, 9, 1,
                           help="After the vote, re-decode this sample with one position pinned (same seed).")
     fork_position: int = ui(0, "Fork: position to pin", 0, 511, 1,
                             help="Which answer position to pin (the split's position is shown above the samples).")
-    fork_rank: int = ui(1, "Fork: pin its alternative no. (1 = most likely)", 1, 20, 1,
-                        help="The sample's top-k entry at that position to pin instead of what it took.")
+    fork_rank: int = ui(1, "Fork: pin its alternative no. (1 = most likely; 0 = pin nothing: replay alone)", 0, 20, 1,
+                        help="The sample's top-k entry at that position to pin instead of what it took. 0: pin "
+                             "nothing, and see whether the sample decoded alone reproduces its batched run.")
 
 
 def _vote_params(params: DivergenceParams) -> VotingParams:
@@ -189,21 +209,23 @@ def decode_divergence(adapter, prompt: str, params: DivergenceParams, *, task=No
         return
     seq, pos = params.fork_sample - 1, params.fork_position
     state = Fold(Trace(Meta(model="", method="voting"), events)).latest()
-    if seq not in state.seqs or not 0 <= pos < len(state.seqs[seq].ids) or not state.seqs[seq].top[pos]:
+    replay = params.fork_rank == 0  # pin nothing: the sample alone, against its batched run (numerics)
+    if seq not in state.seqs or (not replay and (not 0 <= pos < len(state.seqs[seq].ids) or not state.seqs[seq].top[pos])):
         yield end.model_copy(update={"summary": {**end.summary, "fork": f"no sample {seq + 1} / position {pos} "
                                                  "with recorded alternatives to fork"}})
         return
-    top_ids = state.seqs[seq].top[pos][0]
-    token = top_ids[min(params.fork_rank, len(top_ids)) - 1]
     canvas = [adapter.mask_id] * params.gen_length
     for p in state.seqs[seq].kept:
         canvas[p] = state.seqs[seq].ids[p]
-    canvas[pos] = token
+    token = None
+    if not replay:
+        top_ids = state.seqs[seq].top[pos][0]
+        token = canvas[pos] = top_ids[min(params.fork_rank, len(top_ids)) - 1]
     rec = Recorder(adapter.token_text)
     rec.named = {i for e in events if isinstance(e, Vocab) for i in e.ids}
     # rows=[FORK_SEQ] labels the row; the seed offset makes its generator seed + seq, the sample's own
     done = yield from denoise(adapter, prompt, _vote_params(params).diffusion(1), seed + seq - FORK_SEQ, task=task,
                               init_canvas=[canvas], rows=[FORK_SEQ], run_events=False, first_step=state.step,
                               recorder=rec, should_stop=should_stop)
-    yield end.model_copy(update={"nfe": end.nfe + done.row_nfe[0], "summary": {
+    yield end.model_copy(update={"nfe": end.nfe + done.row_nfe[0], "stopped": done.stopped, "summary": {
         **end.summary, "fork": {"sample": seq + 1, "position": pos, "token": token, "answer": done.answers[0]}}})

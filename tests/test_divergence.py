@@ -222,3 +222,77 @@ def test_the_view_renders_hostile_strings_as_text() -> None:
         if frame is None:
             assert evil.replace("\n", "⏎") in texts["split"] and evil in texts["cause"]
             assert "sampling" in texts["cause"] and evil in texts["topk"]
+
+
+def test_the_tab_fork_shows_an_answer_only_once_finished_and_is_deterministic(dllm) -> None:
+    """The divergence tab's decoder (a vote, then a fork): every frame before the fork's node says it is still
+    decoding (a live frame once read 'New answer #None … 52 other position(s) changed', issue 14), the last one
+    gives the fork's own answer; a second run in the same process commits the same tokens with the same noise."""
+
+    from decoding.live import TraceView
+    from decoding.models import load
+    from decoding.replay import DivergenceParams, decode_divergence
+    from decoding.tasks import TASKS
+    from viz.divergence_view import answer_text, fork_html
+
+    adapter, task = load(dllm), TASKS["zoo"]
+    params = DivergenceParams(k=3, fork_sample=1, fork_position=47, fork_rank=1)  # the README example's fork
+
+    def run() -> Trace:
+        trace = Trace.new(dllm, "divergence", params.model_dump(mode="json"), 42, task="zoo")
+        for e in decode_divergence(adapter, task.format_prompt("15+15+90-78*2*6-81=?"), params, task=task, seed=42):
+            trace.add(e)
+        return trace
+
+    trace = run()
+    fork = trace.events[-1].summary["fork"]
+    from conftest import ZOO_DIR
+
+    assert fork["answer"] == "423" or dllm != str(ZOO_DIR / "tiny-dllm"), fork  # measured on the shipped zoo
+    view = TraceView(trace)
+    panels = [fork_html(view.after_events(n), trace.meta) for n in range(1, len(trace.events) + 1)]
+    node_at = next(i for i, e in enumerate(trace.events) if isinstance(e, Node) and e.seq == 99)
+    live = [p for p in panels[:node_at] if p]
+    assert live and all("Still decoding" in p and "New answer" not in p for p in live)
+    assert all(f"New answer <b>{answer_text(fork['answer'])}</b>" in p for p in panels[node_at:]), panels[-1]
+    assert "The vote:" in panels[-1] and "in sample 1's place" in panels[-1]  # the tally with the fork's answer
+    again = run()
+    assert [e for e in again.events if isinstance(e, Tokens)] == [e for e in trace.events if isinstance(e, Tokens)]
+    # alternative 0 pins nothing: the tab's replay of a batched sample alone, by its seed, reproduces it
+    params = params.model_copy(update={"fork_sample": 2, "fork_rank": 0, "batched": True})
+    trace = run()
+    replayed = fork_html(TraceView(trace).latest(), trace.meta)
+    assert "Replay of sample 2 alone" in replayed and "reproduces it token for token" in replayed, replayed
+
+
+def test_a_forked_answer_can_change_the_vote() -> None:
+    """recount: the tally before and after one sample's answer is replaced (ties first seen, None takes no part)."""
+    from decoding.divergence import recount
+
+    answers, nodes = ["5", "7", "7", None], [0, 1, 2, 3]
+    assert recount(answers, nodes, 1, "5") == ([("7", 2), ("5", 1)], [("5", 2), ("7", 1)])  # the winner flips
+    assert recount(answers, nodes, 3, "7")[1] == [("7", 3), ("5", 1)]  # a sample with no answer now votes
+    assert recount(answers, nodes, 0, None)[1] == [("7", 2)]
+
+
+def test_a_greedy_speculative_trace_replays_and_forks(zoo_dir) -> None:
+    """Greedy speculative output is plain greedy decoding's: its sequence 0 replays identically, and a fork at p keeps
+    the positions before p and holds the forced token at p."""
+    from decoding import speculative
+    from decoding.models import load
+    from decoding.replay import fork, replay_sample
+    from decoding.tasks import TASKS
+
+    adapter, task = load(str(zoo_dir / "tiny-ar")), TASKS["zoo"]
+    params = speculative.SpeculativeParams(max_new_tokens=16)
+    trace = Trace.new("tiny-ar", "speculative", params.model_dump(mode="json"), 0, task="zoo")
+    for e in speculative.decode(adapter, task.format_prompt("19*2-1+17=?"), params, task=task):
+        trace.add(e)
+    _, d = replay_sample(adapter, trace, 0)
+    assert d.identical, d.text()
+    original, p = d.a.tokens, 5
+    token = next(t for t in range(5, 40) if t != original[p])
+    _, d = fork(adapter, trace, 0, p, token)
+    assert d.b.tokens[:p] == original[:p] and d.b.tokens[p] == token and d.cause == "forced"
+    with pytest.raises(ValueError, match="greedy speculative"):
+        replay_sample(adapter, trace, 1)  # a draft sequence is not an output

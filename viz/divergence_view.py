@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import html
 
-from decoding.divergence import FORK_SEQ, Divergence, Side, diverge_states, sequences
+from decoding.divergence import FORK_SEQ, PAIR_FILES, Divergence, Side, diverge_states, recount, sequences
 from decoding.fold import State
-from decoding.trace import Meta
+from decoding.trace import Meta, Node
 from viz.panels import Option, Panel
-from viz.tokens import answer_text, label
+from viz.tokens import answer_text as _hash
+from viz.tokens import label
 from viz.voting_view import progress as voting_progress
 
 PANELS = [
@@ -47,6 +48,11 @@ SPLIT = "background:#6b21a8;color:#fff;border-radius:3px;padding:0 3px"
 DIFFER = "background:#f8cf8c;color:#111;border-radius:3px;padding:0 2px"
 
 
+def answer_text(answer: object) -> str:
+    """'#42', or 'no answer' (never '#None': a sample still decoding, or one that wrote no answer line)."""
+    return "no answer" if answer is None else _hash(answer)
+
+
 def _pick(state: State, sample: float | None, default: int) -> int | None:
     seqs = sequences(state, forks=False)
     if not seqs:
@@ -65,7 +71,20 @@ def analyse(state: State, meta: Meta | None, sample_a: float | None = 1, sample_
         n = len(sequences(state, forks=False))
         return (f'<div class="dl-wait">Pick two different samples (this run has {n} so far'
                 f'{"; run more samples (K) to compare two" if n < 2 else ""}).</div>')
-    return diverge_states(state, meta, a, state, meta, b, labels=(f"sample {a + 1}", f"sample {b + 1}"))
+    d = diverge_states(state, meta, a, state, meta, b)
+    d.a.source, d.b.source = who(meta, a), who(meta, b)
+    return d
+
+
+def who(meta: Meta, seq: int) -> str:
+    """A sequence's name for people: "sample 3", "the fork", or (two uploaded traces, decoding.divergence.pair)
+    "sample 1 of the second file (voting, seed 43)". Escaped where shown."""
+    sources = meta.params.get("pair_sources")
+    if isinstance(sources, list) and 0 <= seq < len(sources) and isinstance(src := sources[seq], dict):
+        seed = f", seed {src['seed']}" if isinstance(src.get("seed"), int) else ""
+        number = src["seq"] + 1 if isinstance(src.get("seq"), int) else "?"
+        return f"sample {number} of the {PAIR_FILES[src.get('file') == 1]} ({str(src.get('method'))[:60]}{seed})"
+    return "the fork" if seq == FORK_SEQ else f"sample {seq + 1}"
 
 
 def render(state: State, meta: Meta | None, *, plots: bool = True, sample_a: float | None = 1,  # noqa: ARG001 -- the contract's flag; no plots here
@@ -74,28 +93,84 @@ def render(state: State, meta: Meta | None, *, plots: bool = True, sample_a: flo
     fork = fork_html(state, meta)
     if isinstance(d, str):
         return {"split": d, "topk": "", "cause": "", "fork": fork}
-    return {"split": split_html(d), "topk": topk_html(d), "cause": cause_html(d), "fork": fork}
+    pair = meta is not None and "pair_sources" in meta.params
+    return {"split": split_html(d, fork_hint=not pair, settings=meta.params.get("pair_settings") if pair else None),
+            "topk": topk_html(d), "cause": cause_html(d), "fork": fork}
 
 
 def fork_html(state: State, meta: Meta | None) -> str:
-    """The fork (sequence FORK_SEQ) against the sample it re-decoded: the pin, both answers, what changed."""
+    """The fork (sequence FORK_SEQ) against the sample it re-decoded: the pin, both answers, what changed. Until the
+    fork's node arrives (a live or scrubbed frame) it is still decoding: no answer yet, only what it has committed."""
+    info = state.end.summary.get("fork") if state.end is not None else None
+    if isinstance(info, str):  # the decoder's reason for not forking (e.g. no such sample or position)
+        return f'<div class="dl-div-fork"><div class="dl-head">No fork: {html.escape(info)}</div></div>'
+    if meta is not None and "pair_sources" in meta.params:
+        return ('<div class="dl-wait">Two uploaded traces: no model here, so no fork (the Divergence tab forks a '
+                "sample of its own vote).</div>")
     if FORK_SEQ not in sequences(state) or meta is None:
         return ""
-    info = state.end.summary.get("fork") if state.end is not None else None
     sample = int(info["sample"]) - 1 if isinstance(info, dict) else int(meta.params.get("fork_sample", 1) or 1) - 1
     if sample not in sequences(state, forks=False):
         return ""
-    d = diverge_states(state, meta, sample, state, meta, FORK_SEQ, labels=(f"sample {sample + 1}", "fork"))
+    d = diverge_states(state, meta, sample, state, meta, FORK_SEQ)
+    d.a.source, d.b.source = who(meta, sample), who(meta, FORK_SEQ)
+    node = next((n for n in state.nodes.values() if n.seq == FORK_SEQ), None)
+    if meta.params.get("fork_rank") == 0:
+        return _replay_html(d, sample, node, bool(meta.params.get("batched")))
     pos = int(meta.params.get("fork_position", 0) or 0)
     was, now = d.a.tokens[pos] if pos < len(d.a.tokens) else None, d.b.tokens[pos] if pos < len(d.b.tokens) else None
-    changed = [s.pos for s in d.splits if s.pos != pos]
+    changed = [s.pos for s in d.splits if s.pos != pos and s.token_b is not None]
     head = (f"Fork of sample {sample + 1}: position {pos} pinned to <b>{label(d.b.text_of(now))}</b> (it had "
-            f"{label(d.a.text_of(was))}), same seed. New answer <b>{html.escape(answer_text(d.b.answer))}</b> (was "
-            f"{html.escape(answer_text(d.a.answer))}); {len(changed)} other position(s) changed")
+            f"{label(d.a.text_of(was))}), same seed. ")
+    if node is None:  # mid-run: uncommitted positions are not changes, and there is no answer yet
+        left = sum(t is None for t in d.b.tokens)
+        head += (f"<b>Still decoding</b>: {left} position(s) to go; {len(changed)} committed position(s) differ "
+                 "so far")
+    else:
+        stopped = "" if node.status == "finished" else "<b>Stopped before it finished</b>: "
+        head += (f"{stopped}New answer <b>{html.escape(answer_text(d.b.answer))}</b> (was "
+                 f"{html.escape(answer_text(d.a.answer))}); {len(changed)} other position(s) changed")
+        head += _vote_line(state, meta, sample, d.b.answer) if not stopped else ""
     d.b.name, d.a.name = "fork", "original"
     marked = Divergence(**{**d.__dict__, "position": pos})
     return (f'<div class="dl-div-fork"><div class="dl-head">{head}</div>{_row(marked, d.a)}{_row(marked, d.b)}'
             "</div>")
+
+
+def _replay_html(d: Divergence, sample: int, node: Node | None, batched: bool) -> str:
+    """Sample `sample` re-decoded alone by its seed (nothing pinned) against its run in the vote."""
+    head = (f"Replay of sample {sample + 1} alone, by its seed (the vote decoded it "
+            f"{'in a batch with others' if batched else 'as one row, after the samples before it'}): ")
+    if node is None:
+        head += f"<b>still decoding</b>, {sum(t is None for t in d.b.tokens)} position(s) to go"
+    elif node.status != "finished":
+        head += "<b>stopped before it finished</b>"
+    elif d.identical:
+        head += f"<b>reproduces it token for token</b> ({len(d.a.tokens)} tokens, answer {html.escape(answer_text(d.b.answer))})"
+    else:
+        head += (f"<b>differs</b> from position {d.position} on ({len(d.splits)} position(s)); cause at the split: "
+                 f"<b>{html.escape(d.cause)}</b>: " + html.escape("; ".join(d.evidence)))
+    d.a.name, d.b.name = "in the vote", "alone"
+    return f'<div class="dl-div-fork"><div class="dl-head">{head}</div>{_row(d, d.a)}{_row(d, d.b)}</div>'
+
+
+def _vote_line(state: State, meta: Meta, sample: int, answer: str | None) -> str:
+    """The vote with the fork's answer in the sample's place: does the tally, or the winner, change?"""
+    sel = state.selection
+    if sel is None or sample not in sel.nodes:
+        return ""
+    before, after = recount(sel.answers, sel.nodes, sample, answer)
+
+    def line(t: list[tuple[str, int]]) -> str:
+        return " · ".join(f"{html.escape(answer_text(a))} ×{n}" for a, n in t) or "no answers"
+
+    was, now = before[0][0] if before else None, after[0][0] if after else None
+    verdict = (f"the vote's answer stays <b>{html.escape(answer_text(now))}</b>" if was == now else
+               f"the vote's answer changes from {html.escape(answer_text(was))} to <b>{html.escape(answer_text(now))}</b>")
+    later = (" The later samples are not re-decoded (in dVoting they started from the earlier samples' agreement)."
+             if meta.params.get("method") == "dvoting" else "")
+    return (f'<div class="dl-div-vote">The vote: {line(before)} → with the fork in sample {sample + 1}\'s place: '
+            f"{line(after)}: {verdict}.{later}</div>")
 
 
 def progress(state: State, meta: Meta | None) -> str:
@@ -116,12 +191,12 @@ def _row(d: Divergence, side: Side) -> str:
     if end < len(side.tokens):
         chips.append(f' <span style="color:#555">×{len(side.tokens) - end + 1}</span>')
     answer = html.escape(answer_text(side.answer))
-    who = "the fork" if side.seq == FORK_SEQ else f"sample {side.seq + 1}"
-    return (f'<div style="margin:4px 0"><b>{side.name}</b> · {who} · answer <b>{answer}</b>'
+    return (f'<div style="margin:4px 0"><b>{side.name}</b> · {html.escape(side.source)} · answer <b>{answer}</b>'
             f'<div class="dl-div-row" style="{BOX}">{"".join(chips)}</div></div>')
 
 
-def split_html(d: Divergence) -> str:
+def split_html(d: Divergence, fork_hint: bool = True, settings: object = None) -> str:
+    """The two rows with the split marked; `settings`: two uploaded runs' differing settings, [name, a, b] each."""
     if d.identical:
         head = f"No split: the two samples commit the same {len(d.a.tokens)} tokens."
     else:
@@ -133,9 +208,13 @@ def split_html(d: Divergence) -> str:
             head += f" · the answers part at pass {d.answer_pass}"
         head += f" · cause: <b>{html.escape(d.cause)}</b>"
         rank = next((i + 1 for i, (t, _, _) in enumerate(d.a.top) if t == d.b.tokens[d.position]), None)
-        if rank is not None:
+        if rank is not None and fork_hint:  # (two uploaded traces: no model, no fork)
             head += (f"<div>To fork here: Fork sample {d.a.seq + 1}, position {d.position}, alternative {rank} "
                      f"(<b>{label(d.b.text_of(d.b.tokens[d.position]))}</b>, what {d.b.name} took)</div>")
+    if isinstance(settings, list):
+        shown = "; ".join(f"{html.escape(str(k))}: {html.escape(str(x))} → {html.escape(str(y))}"
+                          for k, x, y in (r for r in settings if isinstance(r, list) and len(r) == 3))
+        head += f"<div>Settings that differ (first file → second): {shown or 'none'}</div>"
     legend = (f'<span style="{SPLIT}">split</span> <span style="{DIFFER}">differs</span> ▒ not committed yet')
     return (f'<div class="dl-divergence"><div class="dl-head">{head}</div>{_row(d, d.a)}{_row(d, d.b)}'
             f'<div style="font-size:12px;color:#555;margin-top:4px">{legend}</div></div>')
@@ -161,7 +240,7 @@ def _topk(side: Side) -> str:
         rows.append(f"<div>Gumbel draw of the taken token: g = {side.pick.noise:+.2f}</div>")
     ent = "?" if side.pick.entropy is None else f"{side.pick.entropy:.3f} nats"
     margin = "?" if side.margin is None else f"{side.margin:.3f}"
-    return (f'<div class="dl-div-topk" style="flex:1 1 220px;min-width:0"><b>{side.name}</b> · sample {side.seq + 1}'
+    return (f'<div class="dl-div-topk" style="flex:1 1 220px;min-width:0"><b>{side.name}</b> · {html.escape(side.source)}'
             f' · entropy {ent} · top-2 margin {margin}<div style="margin-top:4px">'
             f'{"".join(rows) or "<div>not recorded</div>"}</div></div>')
 
