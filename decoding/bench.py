@@ -97,18 +97,30 @@ def registry_method(name: str, params, seed: int | None = None) -> Method:
 
 def run_method(adapter, method: Method, problems: list[task.Problem]) -> dict:
     """Accuracy, forward passes and wall time per problem, overall and by level."""
-    per_level: dict[int, list[tuple[bool, int, float]]] = {}
-    for problem in problems:
+    from decoding.parallel import map_items
+
+    def one(_index: int, problem: task.Problem) -> list:
         t0 = time.perf_counter()
         end = [e for e in method(adapter, TASK.format_prompt(problem.question)) if isinstance(e, RunEnd)][-1]
-        per_level.setdefault(problem.level, []).append((TASK.is_correct(end.answer, str(problem.answer)), end.nfe,
-                                                        time.perf_counter() - t0))
+        return [(problem.level, bool(TASK.is_correct(end.answer, str(problem.answer))), end.nfe,
+                 time.perf_counter() - t0)]
+
+    t0 = time.perf_counter()  # sharded over `accelerate launch` processes, if any (decoding/parallel.py)
+    per_level: dict[int, list[tuple[bool, int, float]]] = {}
+    for level, *row in map_items(one, problems):
+        per_level.setdefault(level, []).append(tuple(row))
+    wall = time.perf_counter() - t0
     result = _summary([row for rows in per_level.values() for row in rows])
+    result |= {"wall_seconds": round(wall, 3), "problems_per_second": round(len(problems) / wall, 4)}
     result["by_level"] = {str(lv): _summary(rows) for lv, rows in sorted(per_level.items())}
     return result
 
 
 def report(results: list[dict], out: Path) -> None:
+    from decoding.parallel import state
+
+    if not state().is_main_process:  # data-parallel: only the main process prints and writes
+        return
     print(table(results))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
@@ -117,10 +129,11 @@ def report(results: list[dict], out: Path) -> None:
 
 def table(results: list[dict]) -> str:
     levels = sorted({lv for r in results for lv in r["by_level"]}, key=int)
-    head = ["method", "accuracy", "passes / problem", "s / problem", *[f"L{lv} acc" for lv in levels]]
+    head = ["method", "accuracy", "passes / problem", "s / problem", "problems / s", *[f"L{lv} acc" for lv in levels]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        cells = [r["method"], f"{r['accuracy']:.1%}", f"{r['nfe']:.1f}", f"{r['seconds']:.3f}"]
+        cells = [r["method"], f"{r['accuracy']:.1%}", f"{r['nfe']:.1f}", f"{r['seconds']:.3f}",
+                 f"{r['problems_per_second']:.3f}" if "problems_per_second" in r else ""]
         cells += [f"{r['by_level'][lv]['accuracy']:.0%}" if lv in r["by_level"] else "" for lv in levels]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -139,13 +152,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_model(args: argparse.Namespace) -> tuple[object, int]:
     """The preamble every benchmark shares: CPU threads, the model, its answer length."""
     from decoding.models import load
+    from decoding.parallel import state
 
     torch.set_num_threads(args.threads)
-    adapter = load(args.model)
+    # one device per process under `accelerate launch` (cuda:<local rank>); plain runs: the loader's default
+    adapter = load(args.model, device=state().device if state().num_processes > 1 else None)
     return adapter, int(adapter.settings.get("gen_length", 80))
 
 
 def main(args: argparse.Namespace) -> list[dict]:
+    from decoding.parallel import state
+
     adapter, gen_length = load_model(args)
     problems = pick_problems(args.n, args.seed)
     keep = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -156,7 +173,9 @@ def main(args: argparse.Namespace) -> list[dict]:
         method = registry_method("diffusion", params, seed=args.seed)
         result = {"method": name, "strategy": params.strategy, "model": args.model, "params": params.model_dump(),
                   **run_method(adapter, method, problems)}
-        print(f"{name}: {result['accuracy']:.1%} @ {result['nfe']:.1f} passes, {result['seconds']:.3f} s", flush=True)
+        if state().is_main_process:
+            print(f"{name}: {result['accuracy']:.1%} @ {result['nfe']:.1f} passes, {result['seconds']:.3f} s, "
+                  f"{result['problems_per_second']:.3f} problems/s ({state().num_processes} proc)", flush=True)
         results.append(result)
     report(results, args.out)
     return results

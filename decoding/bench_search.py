@@ -172,9 +172,11 @@ def interleave(problems: list) -> list:
 
 def main(args: argparse.Namespace) -> dict:
     from decoding.models import load
+    from decoding.parallel import map_items, state
 
     torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    st = state()  # under `accelerate launch`: one device per process (cuda:<local rank>), problems sharded
+    device = args.device or (str(st.device) if st.num_processes > 1 else "cuda" if torch.cuda.is_available() else "cpu")
     adapter = load(args.model, device=device)
     budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
     levels = [int(lv) for lv in args.levels.split(",") if lv.strip()]
@@ -191,16 +193,29 @@ def main(args: argparse.Namespace) -> dict:
             "command": f"python -m decoding.bench search --n {args.n} --budgets {args.budgets}"
                        + (f" --levels {args.levels}" if args.levels else "")
                        + (f" --device {args.device}" if args.device else "")}
-    rows: list[dict] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=len(problems) * len(budgets) * len(RUNS), desc="search bench", unit="run") as bar:
-        for i, problem in enumerate(problems):
-            rows += measure(adapter, problem, i, budgets, args, bar)
-            # written after every problem: a run cut short (a time limit) keeps what it measured
-            meta |= {"problems": i + 1, "seconds": round(time.perf_counter() - t0, 1)}
-            summary = {"meta": meta, **summarise(rows), "rows": rows}
-            args.out.write_text(json.dumps(summary, indent=1))
+    if st.num_processes == 1:
+        rows: list[dict] = []
+        with tqdm(total=len(problems) * len(budgets) * len(RUNS), desc="search bench", unit="run") as bar:
+            for i, problem in enumerate(problems):
+                rows += measure(adapter, problem, i, budgets, args, bar)
+                # written after every problem: a run cut short (a time limit) keeps what it measured
+                meta |= {"problems": i + 1, "seconds": round(time.perf_counter() - t0, 1)}
+                summary = {"meta": meta, **summarise(rows), "rows": rows}
+                args.out.write_text(json.dumps(summary, indent=1))
+    else:  # data-parallel: seeds are per problem (args.seed + index), so rows equal a single-process run's
+        quiet = tqdm(disable=True)
+        rows = map_items(lambda i, problem: measure(adapter, problem, i, budgets, args, quiet), problems, "search bench")
+    wall = time.perf_counter() - t0
+    meta |= {"problems": len(problems), "seconds": round(wall, 1), "wall_seconds": round(wall, 3),
+             "problems_per_second": round(len(problems) / wall, 4), "processes": st.num_processes}
+    summary = {"meta": meta, **summarise(rows), "rows": rows}
+    if not st.is_main_process:  # only the main process prints and writes
+        return summary
+    args.out.write_text(json.dumps(summary, indent=1))
     print(table(summary))
     print(json.dumps(summary["findings"], indent=1))
+    print(f"{len(problems)} problems in {wall:.1f} s on {st.num_processes} process(es): "
+          f"{len(problems) / wall:.3f} problems/s")
     print(f"wrote {args.out}")
     return summary

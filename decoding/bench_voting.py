@@ -18,6 +18,7 @@ from pathlib import Path
 
 from decoding import task
 from decoding.bench import Method, load_model, pick_problems, registry_method, report, run_method
+from decoding.parallel import state
 
 OUT_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "voting.json"
 
@@ -63,7 +64,9 @@ def main(args: argparse.Namespace) -> list[dict]:
             continue
         result = {"method": name, "model": args.model, "params": p.model_dump(),
                   **run_method(adapter, registry_method("voting", p), problems)}
-        print(f"{name}: {result['accuracy']:.1%} @ {result['nfe']:.1f} passes, {result['seconds']:.3f} s", flush=True)
+        if state().is_main_process:
+            print(f"{name}: {result['accuracy']:.1%} @ {result['nfe']:.1f} passes, {result['seconds']:.3f} s, "
+                  f"{result['problems_per_second']:.3f} problems/s ({state().num_processes} proc)", flush=True)
         results.append(result)
     report(results, args.out)
     return results

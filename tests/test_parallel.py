@@ -1,0 +1,34 @@
+"""Data-parallel benchmarks (issue 15): 2 gloo processes on the CPU give the single-process records."""
+
+import json
+import subprocess
+import sys
+
+from decoding.parallel import map_items
+
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "decoding.bench"]
+BENCHES = {"search": ["search", "--n", "2", "--budgets", "2"],
+           "voting": ["voting", "--n", "2", "--k", "2", "--methods", "majority@2"]}
+
+
+def test_map_items_keeps_order_one_process():
+    assert map_items(lambda i, x: [(i, x), x * 2], [5, 6, 7]) == [(0, 5), 10, (1, 6), 12, (2, 7), 14]
+
+
+def _records(name: str, out) -> list:
+    data = json.loads(out.read_text())
+    if name == "search":
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in data["rows"]]
+    return [(r["method"], r["accuracy"], r["nfe"], {lv: (s["accuracy"], s["nfe"]) for lv, s in r["by_level"].items()})
+            for r in data]
+
+
+def test_two_processes_equal_one(tmp_path):
+    for name, argv in BENCHES.items():
+        one, two = tmp_path / f"{name}1.json", tmp_path / f"{name}2.json"
+        subprocess.run([sys.executable, "-m", "decoding.bench", *argv, "--out", str(one)], check=True,
+                       capture_output=True)
+        done = subprocess.run([*LAUNCH, *argv, "--out", str(two)], check=True, capture_output=True, text=True)
+        assert "2 proc" in done.stdout or "2 process" in done.stdout, done.stdout[-2000:]
+        assert _records(name, one) == _records(name, two)
