@@ -229,15 +229,16 @@ def _plot_payload(fig: object) -> PlotData:
 
 
 def _render(tab: Tab, state: State, meta: Meta, options: dict, *, plots: bool = True,
-            shown: dict[str, PlotData] | None = None) -> list:
+            shown: dict[str, PlotData] | None = None, only: str | None = None) -> list:
     """The panels' outputs, in PANELS order. Plot panels the view left out (plots=False) re-send the payload
-    last shown (`shown`): see `_stream`. Without `shown`, figures go out as they are."""
+    last shown (`shown`): see `_stream`. Without `shown`, figures go out as they are. `only`: of the plots, only
+    this one is redrawn (the others re-send what they show, if they show something)."""
     rendered = tab.views.render(state, meta, plots=plots, **options)
     out = []
     for panel in tab.panels:
         value = rendered.get(panel.name)
         if panel.kind == "plot" and shown is not None:
-            if value is not None:
+            if value is not None and (only in (None, panel.name) or panel.name not in shown):
                 shown[panel.name] = _plot_payload(value)
             out.append(shown.get(panel.name, gr.skip()))
         else:
@@ -346,13 +347,30 @@ def _stream(tab: Tab, run: live.LiveRun, options: dict) -> Iterator[list]:
     value. An unchanged payload diffs to nothing: the plot stays as it is."""
     shown: dict[str, PlotData] = {}
     first, scrubber = True, None
-    for frame in live.stream(run):
+    # A periodic plot refresh redraws one plot, in turn: the browser redraws a plotly figure on its main thread,
+    # and three at once held the canvas back ~0.5 s at batch 8 (python -m viz.bench_browser --dump).
+    plot_names = [p.name for p in tab.panels if p.kind == "plot"]
+    turn, drawn = 0, False  # drawn: plots of a step past 0 have gone out
+    for frame in live.stream(run, plots_every=live.PLOTS_EVERY / max(len(plot_names), 1)):
         if frame.final:
+            if not first:  # the answer first, then the final plots, scrubber and file
+                state = run.view.latest()
+                panels = _render(tab, state, run.trace.meta, run.options or options, plots=False, shown=shown)
+                yield [*panels, tab.views.progress(state, run.trace.meta), scrubber, None, run.view]
             yield _final(tab, run, run.options or options)
             return
-        # run.options: the view options as the page has them now (a chip clicked during the run: scrub_tab)
-        panels = _render(tab, frame.state, run.trace.meta, run.options, plots=frame.plots, shown=shown)
+        only = None
+        if frame.plots and not frame.forced and plot_names:
+            only, turn = plot_names[turn % len(plot_names)], turn + 1
         status = tab.views.progress(frame.state, run.trace.meta)
+        if frame.forced and plot_names and drawn:
+            # All plots redrawn (a new round, a clicked chip): the canvas of this state goes out on its own first,
+            # the plots right behind it, so their drawing does not hold the canvas back. Not the first plots of a
+            # step: the page would show a later step with plots still empty.
+            panels = _render(tab, frame.state, run.trace.meta, run.options, plots=False, shown=shown)
+            yield [*panels, status, scrubber, None, run.view]
+        # run.options: the view options as the page has them now (a chip clicked during the run: scrub_tab)
+        panels = _render(tab, frame.state, run.trace.meta, run.options, plots=frame.plots, shown=shown, only=only)
         # The scrubber, the download and the page's state follow this run from its first frame (not the previous
         # run's); the scrubber moves with the plots (its listener is `.input`: this redraws nothing). Every output
         # gets a value, the same one as last time when nothing changed (it diffs to nothing): a gr.skip() costs
@@ -360,7 +378,7 @@ def _stream(tab: Tab, run: live.LiveRun, options: dict) -> Iterator[list]:
         if first or frame.plots:
             scrubber = _live_scrubber(frame.state.frame)
         yield [*panels, status, scrubber, None, run.view]
-        first = False
+        first, drawn = False, drawn or (frame.plots and frame.state.frame > 0)
 
 
 @gpu  # ZeroGPU: a GPU is attached while a run streams (a no-op without the `spaces` package)

@@ -8,7 +8,9 @@
 
 `stream` polls the growing trace and folds only the events added since its last look (decoding.fold.Fold), so a
 tick costs the new events, not the whole trace. It throttles: the HTML panels ~12×/s (`HTML_EVERY`), the plots
-every `PLOTS_EVERY` seconds (they cost more to draw and to send; they are drawn as soon as there is a step), and every `Selection` (a voting round, a search's choice) reaches the page in turn
+every `plots_every` seconds (they cost more to draw and to send; they are drawn as soon as there is a step; the app
+redraws one plot per periodic frame, in turn, and all of them on a `forced` frame), and every `Selection` (a voting
+round, a search's choice) reaches the page in turn
 even when several land between two polls. Stop is a flag the decoder polls (`should_stop`), so a run ends within
 one step even when the stream itself was cancelled; a stream that ends early (the page went away) stops its run.
 
@@ -227,6 +229,7 @@ class Frame:
     state: State
     plots: bool
     final: bool = False
+    forced: bool = False  # the plots must all be redrawn now (the first step, a Selection, a clicked chip)
 
 
 def stream(run: LiveRun, *, html_every: float = HTML_EVERY, plots_every: float = PLOTS_EVERY,
@@ -255,7 +258,7 @@ def stream(run: LiveRun, *, html_every: float = HTML_EVERY, plots_every: float =
 
     def in_turn(cuts: list[int]) -> Iterator[Frame]:
         for n in cuts:
-            yield Frame(view.after_events(n), plots=True)
+            yield Frame(view.after_events(n), plots=True, forced=True)
             time.sleep(html_every)
 
     try:
@@ -268,13 +271,15 @@ def stream(run: LiveRun, *, html_every: float = HTML_EVERY, plots_every: float =
                 continue
             yield from in_turn(cuts[:-1])  # each round reaches the page; the last one is in the latest state
             state = view.latest()
-            send_plots = bool(cuts) or not plotted or now - last_plots >= plots_every or run.redraw.is_set()
+            # the plots are drawn on the first frame, then again (all of them) as soon as there is a step
+            forced = bool(cuts) or run.redraw.is_set() or (not plotted and (state.frame > 0 or not last_plots))
+            send_plots = forced or now - last_plots >= plots_every
             run.redraw.clear()
             last_html = time.monotonic()
             if send_plots:  # plots drawn before the first step are empty: the first step's are drawn at once
                 last_plots, plotted = last_html, state.frame > 0
             shown = state.events
-            yield Frame(state, plots=send_plots)
+            yield Frame(state, plots=send_plots, forced=forced)
     finally:
         if not run.done.is_set():
             run.stop.set()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -126,6 +127,7 @@ def measure(page, cdp, tab: str, batch: int | None, gen: int | None, steps: int 
     live = max(len(times) - 1, 1)
     span = (times[-2] - times[0]) / 1000 if len(times) > 2 else float("nan")  # the last one is the final frame
     return {
+        "raw": [[round(t - w["click"]), s] for t, s, _ in w["updates"]],
         "batch": batch,
         "updates": len(times),
         "per_s": (len(times) - 2) / span if span and span > 0 else float("nan"),
@@ -145,6 +147,7 @@ def main() -> None:
     parser.add_argument("--gen", type=int, default=80, help="answer length")
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--repeat", type=int, default=1, help="runs per batch size (each one a row)")
+    parser.add_argument("--dump", type=Path, help="write each run's updates ([ms after the click, step]) as JSON")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -166,12 +169,14 @@ def main() -> None:
             for batch in args.batch:
                 for _ in range(args.repeat):
                     rows.append(measure(page, cdp, "diffusion", batch, args.gen, args.steps))
-                    print(rows[-1], file=sys.stderr)
+                    print({k: v for k, v in rows[-1].items() if k != "raw"}, file=sys.stderr)
             browser.close()
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(10)
+    if args.dump:
+        args.dump.write_text(json.dumps([{k: r[k] for k in ("batch", "raw")} for r in rows]))
     print(f"zoo tiny-dllm, prompt `{PROMPT}`, answer length {args.gen}, {args.steps} steps, low_confidence\n")
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} CPU cores, load average {load:.2f} at the end\n")
