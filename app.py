@@ -353,11 +353,12 @@ def _stream(tab: Tab, run: live.LiveRun, options: dict) -> Iterator[list]:
     turn, drawn = 0, False  # drawn: plots of a step past 0 have gone out
     for frame in live.stream(run, plots_every=live.PLOTS_EVERY / max(len(plot_names), 1)):
         if frame.final:
+            final = run.final_options() or options
             if not first:  # the answer first, then the final plots, scrubber and file
                 state = run.view.latest()
-                panels = _render(tab, state, run.trace.meta, run.options or options, plots=False, shown=shown)
+                panels = _render(tab, state, run.trace.meta, final, plots=False, shown=shown)
                 yield [*panels, tab.views.progress(state, run.trace.meta), scrubber, None, run.view]
-            yield _final(tab, run, run.options or options)
+            yield _final(tab, run, final)
             return
         only = None
         if frame.plots and not frame.forced and plot_names:
@@ -403,6 +404,7 @@ def stop_tab(tab: Tab, request: gr.Request | None, options: dict) -> list:
         return [*[gr.skip()] * len(tab.panels), "Nothing is running.", gr.skip(), gr.skip(), gr.skip()]
     if not run.request_stop():
         return _error_outputs(tab, "the run did not stop in time; it will stop after its step")
+    run.final_options()  # `cancels=` ends the stream: later chip clicks draw the stopped run themselves
     return _final(tab, run, options)
 
 
@@ -415,10 +417,8 @@ def scrub_tab(tab: Tab, view: live.TraceView | None, frame: float | None, option
         return [gr.skip()] * len(tab.panels)
     if frame < 0:  # the live scrubber (LIVE): the page shows the run as it goes, or its end if it just ended
         run = RUNS.get((session, tab.name)) if session is not None else None
-        if run is not None and run.view is view and not run.done.is_set():
-            run.options = dict(options)  # the stream draws them, plots included, at its next frame
-            run.redraw.set()
-            return [gr.skip()] * len(tab.panels)
+        if run is not None and run.view is view and run.set_options(options):
+            return [gr.skip()] * len(tab.panels)  # the stream draws them, plots included, at its next frame
         return _render(tab, view.latest(), view.meta, options)
     return _render(tab, view.at(int(frame)), view.meta, options)
 

@@ -108,6 +108,11 @@ class LiveRun:
         # renders each frame with them, and an option changed during the run takes effect at the next frame
         self.options: dict = {}
         self.redraw = threading.Event()  # set when the options change: the stream redraws the plots at once
+        # Once the final views are drawn (`final_options`), a change is no longer the stream's to draw. The lock
+        # makes "set the options" and "take them for the final views" one or the other, never both half-way: a
+        # chip clicked as the run ended was lost (the stream drew the end with the old options).
+        self._options_lock = threading.Lock()
+        self._final_taken = False
         self.thread = threading.Thread(target=self._run, args=(events,), daemon=True, name="decoding-lens-run")
         self.thread.start()
 
@@ -120,6 +125,22 @@ class LiveRun:
             self.error = str(e) if self.input_error else f"{type(e).__name__}: {e}"
         finally:
             self.done.set()
+
+    def set_options(self, options: dict) -> bool:
+        """Hand the page's view options to the stream; False when its final views were already taken (the caller
+        draws them itself)."""
+        with self._options_lock:
+            if self._final_taken:
+                return False
+            self.options = dict(options)
+            self.redraw.set()
+            return True
+
+    def final_options(self) -> dict:
+        """The options for the run's final views; later changes go to `set_options`' caller."""
+        with self._options_lock:
+            self._final_taken = True
+            return dict(self.options)
 
     def request_stop(self, wait: float = STOP_WAIT) -> bool:
         """Set the flag and wait (at most `wait` s) for the decoder to end its step; True when it has ended."""
@@ -271,8 +292,9 @@ def stream(run: LiveRun, *, html_every: float = HTML_EVERY, plots_every: float =
                 continue
             yield from in_turn(cuts[:-1])  # each round reaches the page; the last one is in the latest state
             state = view.latest()
-            # the plots are drawn on the first frame, then again (all of them) as soon as there is a step
-            forced = bool(cuts) or run.redraw.is_set() or (not plotted and (state.frame > 0 or not last_plots))
+            # every plot on each frame until one has a step: drawing step 0's plots only once measured a longer
+            # first gap at batch 8 (0.53-0.91 s vs 0.41-0.45 s, python -m viz.bench_browser, same box and hour)
+            forced = bool(cuts) or not plotted or run.redraw.is_set()
             send_plots = forced or now - last_plots >= plots_every
             run.redraw.clear()
             last_html = time.monotonic()
