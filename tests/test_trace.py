@@ -186,3 +186,21 @@ def test_work_limits_refuse_before_folding(monkeypatch) -> None:
     monkeypatch.setattr(trace_module, "MAX_EVENTS", 4)
     with pytest.raises(TraceError, match="more than 4 events"):
         Trace.loads(json.dumps(data))
+
+
+def test_fold_keeps_each_value_with_its_position_when_some_are_out_of_range() -> None:
+    """A proposal naming positions outside [0, MAX_POSITIONS) (a hostile trace) drops those positions and their
+    values together: the heatmap row's entropies stay aligned with its positions."""
+    from decoding.fold import MAX_POSITIONS
+
+    trace = Trace(meta={"model": "tiny-dllm", "method": "diffusion"}, events=[
+        RunStart(method="diffusion", prompt="p", prompt_ids=[1], length=4, rows=1),
+        Tokens(seq=0, step=1, action="propose", pos=[-1, 2, MAX_POSITIONS, 0], ids=[5, 6, 7, 8],
+               conf=[0.1, 0.2, 0.3, 0.4], entropy=[1.0, 2.0, 3.0, 4.0],
+               top_ids=[[5], [6], [7], [8]], top_p=[[0.1], [0.2], [0.3], [0.4]]),
+    ])
+    seq = Fold(trace).latest().seqs[0]
+    assert seq.history == [(1, [2, 0], [2.0, 4.0], [])]
+    assert seq.confs == [[0.2, 0.4]]
+    assert (seq.guess[2], seq.conf[2], seq.entropy[2], seq.top[2]) == (6, 0.2, 2.0, ([6], [0.2]))
+    assert (seq.guess[0], seq.entropy[0]) == (8, 4.0)

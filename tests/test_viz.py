@@ -177,6 +177,17 @@ def test_figures_from_events() -> None:
     assert "no top-k" in json.dumps(topk_figure(state, 99).to_plotly_json(), default=str)
 
 
+def test_a_long_heatmap_draws_one_pass_in_n_and_every_commit(monkeypatch) -> None:
+    """Past MAX_HEATMAP_CELLS the heatmap keeps one pass in `stride` (said in its title) and still marks every
+    commit of every pass."""
+    from viz import heatmap
+
+    monkeypatch.setattr(heatmap, "MAX_HEATMAP_CELLS", 20)  # 5 passes x 10 positions: one pass in 3
+    heat = entropy_heatmap(Fold(diffusion_trace()).latest())
+    assert list(heat.data[0].y) == [1, 4] and "one pass in 3" in heat.layout.title.text
+    assert len(heat.data[1].x) == 10 and sorted(heat.data[1].y) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+
+
 def voting_trace(answers: tuple | list = ("3", "3", "4"), expected: str | None = "3", k: int = 5,
                  end: bool = True, **meta) -> Trace:
     """Three samples decoded one after another (run-wide steps 1..3); sample 2 keeps position 0 of sample 1."""

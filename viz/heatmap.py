@@ -19,7 +19,10 @@ import plotly.graph_objects as go
 from decoding.fold import MAX_POSITIONS, Seq, State
 from viz.tokens import MAX_ROWS, is_special, plot_text, position_state, token_id, top_pairs
 
-MAX_HEATMAP_CELLS = 1_000_000  # steps x positions drawn at most in the entropy heatmap
+# steps x positions drawn at most in the entropy heatmap: a ~600 px plot cannot show more, and the browser's
+# redraw of a 690 x 690 one made a scrub of a 50 MB trace take 2.4 s end to end (1.1 s at this cap:
+# tests/load/bench_upload_server.py)
+MAX_HEATMAP_CELLS = 120_000
 FONT = {"family": "Inter, system-ui, sans-serif", "size": 12, "color": "#333"}
 AXIS = {"gridcolor": "#eceff3", "zeroline": False, "linecolor": "#999", "automargin": True}
 # Entropy: light (sure) to dark (unsure); decided cells are blank (the white background), so nothing on the
@@ -83,8 +86,7 @@ def entropy_heatmap(state: State, seq: int | None = None, position: int | None =
     history = s.history[::stride] if stride > 1 else s.history
     z = np.full((len(history), max(n, 1)), np.nan, dtype=np.float32)
     ys = np.empty(len(history), dtype=np.int64)
-    dots_x, dots_y, dots_text = [], [], []
-    for i, (step, positions, entropies, committed) in enumerate(history):
+    for i, (step, positions, entropies, _) in enumerate(history):
         ys[i] = step
         if positions:
             pos = np.asarray(positions, dtype=np.int64)
@@ -92,6 +94,8 @@ def entropy_heatmap(state: State, seq: int | None = None, position: int | None =
             keep = (pos >= 0) & (pos < n)
             if len(ent) == len(pos):
                 z[i, pos[keep]] = ent[keep]
+    dots_x, dots_y, dots_text = [], [], []
+    for step, _, _, committed in s.history:  # every pass's commits, also those of passes the stride skips
         for p in committed:
             if 0 <= p < n:
                 dots_x.append(p)
@@ -129,7 +133,7 @@ def entropy_heatmap(state: State, seq: int | None = None, position: int | None =
     if position is not None and 0 <= position < n:
         shapes.append({"type": "rect", "x0": position - 0.5, "x1": position + 0.5, "yref": "paper", "y0": 0, "y1": 1,
                        "line": {"color": "#6b21a8", "width": 2}, "fillcolor": "rgba(0,0,0,0)"})
-    every = f" · every {stride}th pass" if stride > 1 else ""
+    every = f" · one pass in {stride}" if stride > 1 else ""
     title = (f"Uncertainty per step ({_sample(s)}{every})<br><sup>dark = unsure · light = sure · blank = decided · "
              f"dot = committed</sup>")
     return figure(data, title, 320,
