@@ -21,10 +21,18 @@ operator adds with DECODING_LENS_MODELS (comma-separated folders or hub ids) or 
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Memory a large replay freed goes back to the OS only under the C allocator: under Python's own, a server kept
+# ~40 MB more after each 50 MB upload, under malloc a few MB (docs/HARDENING.md). The setting is read when the
+# interpreter starts, so `python app.py` restarts itself once with it; an operator's own PYTHONMALLOC is kept.
+if __name__ == "__main__" and "PYTHONMALLOC" not in os.environ:
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "PYTHONMALLOC": "malloc"})
+
 import html
 import importlib
 import inspect
-import os
 import re
 import tempfile
 import threading
