@@ -122,8 +122,13 @@ def report(results: list[dict], out: Path) -> None:
     if not state().is_main_process:  # data-parallel: only the main process prints and writes
         return
     print(table(results))
+    write_json(out, results)
+
+
+def write_json(out: Path, result: object) -> None:
+    """A benchmark's record: `out` (its folder made if needed), indented JSON; says where it went."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
 
 

@@ -19,7 +19,6 @@ share of hesitating tokens (0 = θ above all, the zoo's share, 10%, 100%); each 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ import torch
 
 from decoding import autoregressive as ar
 from decoding import harp
-from decoding.bench import TASK, pick_problems
+from decoding.bench import TASK, pick_problems, write_json
 from decoding.bench_overhead import device_name, device_slug
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "examples" / "bench"
@@ -247,10 +246,7 @@ def main(args: argparse.Namespace) -> list[dict]:
         result |= {"model": args.model, "n": len(problems), "rows": rows}
         name = f"harp-{device_slug(device)}.json"
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    out = args.out or OUT_DIR / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out or OUT_DIR / name, result)
     return rows
 
 

@@ -27,7 +27,6 @@ batch-5 / batch-1 ratio within 5% of the bare loop's.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import re
 import statistics
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from decoding.bench import write_json
 from decoding.diffusion import DiffusionParams, denoise
 from decoding.models import Adapter
 
@@ -414,9 +414,7 @@ def main(args: argparse.Namespace) -> list[Row]:
         result["transformers"] = transformers.__version__
     except ImportError:
         pass
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_json(out, result)
     return rows
 
 

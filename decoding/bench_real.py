@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from decoding.bench import write_json
+
 # The hub configs' shapes (LLaDA-8B-Instruct config.json; Dream-v0-Instruct-7B = Qwen2.5-7B's shape).
 CONFIGS = {
     "llada": ("LLaDAModelLM", "modeling_llada", "configuration_llada.LLaDAConfig", {
@@ -145,7 +147,6 @@ def main(args: argparse.Namespace) -> list[dict]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     rows = [run_one(Path(args.code), m, args.gen_length, device) for m in args.models.split(",")]
     print(table(rows, name))
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
     slug = "h100" if "H100" in name else "h200" if "H200" in name else device.type
-    (OUT_DIR / f"real-{slug}.json").write_text(json.dumps({"device": name, "rows": rows}, indent=1))
+    write_json(OUT_DIR / f"real-{slug}.json", {"device": name, "rows": rows})
     return rows

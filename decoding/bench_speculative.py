@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from decoding.bench import TASK, pick_problems
+from decoding.bench import TASK, pick_problems, write_json
 from decoding.speculative import Result, SpeculativeParams, run
 
 OUT_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "speculative.json"
@@ -155,9 +155,7 @@ def main(args: argparse.Namespace) -> list[dict]:
             "threads": args.threads, "max_new_tokens": max_new, "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     print(f"{meta}\n" + table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    print(f"wrote {args.out}")
+    write_json(args.out, {"meta": meta, "results": results})
     return results
 
 

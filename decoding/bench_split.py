@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from decoding.bench import write_json
+
 OUT_DIR = Path(__file__).resolve().parent.parent / "examples" / "bench"
 # (method, model, params overrides, question): the registry's decoders with their defaults, on zoo questions.
 CASES = [
@@ -163,7 +165,6 @@ def main(args: argparse.Namespace) -> dict:
     steps = [] if args.skip_speed else step_time(args.repeats)
     print(tables(same, steps, device))
     result = {"device": device, "same_trace": same, "step_time": steps}
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
     slug = torch.cuda.get_device_name(0).split()[1].lower() if " " in torch.cuda.get_device_name(0) else "gpu"
-    (OUT_DIR / f"split-{slug}x{torch.cuda.device_count()}.json").write_text(json.dumps(result, indent=1))
+    write_json(OUT_DIR / f"split-{slug}x{torch.cuda.device_count()}.json", result)
     return result

@@ -9,10 +9,11 @@ Prints a markdown table and writes examples/bench/trace_size.json.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
+
+from decoding.bench import write_json
 
 OUT_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "trace_size.json"
 PROMPT = "12+7-5*3=?"
@@ -74,10 +75,8 @@ def main(args: argparse.Namespace) -> list[dict]:
         rows.append(row)
     print()
     print(table(rows))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python -m decoding.bench trace_size", "model": args.model,
-                                    "device": "cpu", "torch": torch.__version__, "rows": rows}, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, {"command": "python -m decoding.bench trace_size", "model": args.model, "device": "cpu",
+                          "torch": torch.__version__, "rows": rows})
     return rows
 
 
