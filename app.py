@@ -25,10 +25,12 @@ import os
 import sys
 
 # Memory a large replay freed goes back to the OS only under the C allocator: under Python's own, a server kept
-# ~40 MB more after each 50 MB upload, under malloc a few MB (docs/HARDENING.md). The setting is read when the
-# interpreter starts, so `python app.py` restarts itself once with it; an operator's own PYTHONMALLOC is kept.
+# ~40 MB more after each 50 MB upload, under malloc a few MB; two malloc arenas keep many users' runs from
+# spreading the heap over one arena per thread (docs/HARDENING.md). Both are read when the interpreter starts,
+# so `python app.py` restarts itself once with them; an operator's own settings are kept.
 if __name__ == "__main__" and "PYTHONMALLOC" not in os.environ:
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "PYTHONMALLOC": "malloc"})
+    os.execve(sys.executable, [sys.executable, *sys.argv],
+              {"MALLOC_ARENA_MAX": "2", **os.environ, "PYTHONMALLOC": "malloc"})
 
 import html
 import importlib
