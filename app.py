@@ -436,6 +436,18 @@ def scrub_tab(tab: Tab, view: live.TraceView | None, frame: float | None, option
 LIVE = -1  # the scrubber's value while a run streams: "the latest step", whichever that is when a handler runs
 
 
+class Scrubber(gr.Slider):
+    """A tab's step slider (Gradio's own slider on the page) whose events also take LIVE. Gradio checks an
+    event's slider value against the bounds it last sent: a chip clicked while the page still showed the live
+    scrubber, but after the finished run's slider (0 to N) had gone out, was refused ("Value -1 is less than
+    minimum value 0") and the click was lost."""
+
+    is_template = True  # the page draws it with Gradio's slider
+
+    def preprocess(self, payload: float) -> float:
+        return LIVE if payload == LIVE else super().preprocess(payload)
+
+
 def _live_scrubber(frame: int) -> gr.Slider:
     """The scrubber during a run: it says which step is shown and holds LIVE, so a chip clicked now selects in the
     live run, and a click that is handled only after the run has ended redraws the end, not a stale step."""
@@ -666,6 +678,11 @@ def _option(prefix: str, option: Option) -> gr.Number:
                      elem_id=_elem(prefix, f"option-{option.name}"))
 
 
+# Panels side by side wrap onto their own lines below this width: on a phone (390 px) two of them made columns
+# of three words a line (the voting tally: test-output/teaching-voting-after-390.png)
+PANEL_MIN_WIDTH = 320
+
+
 def _panel(prefix: str, panel: Panel):
     if panel.kind == "plot":
         return gr.Plot(empty_figure(panel.placeholder or panel.label, panel.height), label=panel.label,
@@ -685,7 +702,9 @@ def _panels(prefix: str, panels: list[Panel], after_first=None) -> list:
             group.append(panels[i + len(group)])
         if len(group) > 1:
             with gr.Row(equal_height=False):
-                out += [_panel(prefix, p) for p in group]
+                for p in group:
+                    with gr.Column(min_width=PANEL_MIN_WIDTH):  # (an HTML block's own min_width is not applied)
+                        out.append(_panel(prefix, p))
         else:
             out.append(_panel(prefix, group[0]))
         if i == 0 and after_first is not None:
@@ -725,8 +744,8 @@ def _method_tab(tab: Tab, model: gr.Dropdown) -> None:
                 options: dict[str, gr.Number] = {}
 
                 def place_scrubber() -> None:  # the view controls sit below the first panel (the canvas)
-                    scrub.append(gr.Slider(0, 1, 0, step=1, label="Step (available after a run)", interactive=False,
-                                           elem_id=_elem(tab, "scrub")))
+                    scrub.append(Scrubber(0, 1, 0, step=1, label="Step (available after a run)", interactive=False,
+                                          elem_id=_elem(tab, "scrub")))
                     if tab.options:
                         with gr.Row():
                             options.update({o.name: _option(tab.name, o) for o in tab.options})

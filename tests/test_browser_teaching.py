@@ -7,6 +7,7 @@ click, hover / tick labels that show text as text, and text contrast of at least
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from pathlib import Path
@@ -86,6 +87,13 @@ LABELS = """(selector) => {
 }"""
 
 
+REDRAWN = """(selector) => {
+    window.__dlRedrawn = false;
+    new MutationObserver((_, observer) => { window.__dlRedrawn = true; observer.disconnect(); })
+        .observe(document.querySelector(selector), {subtree: true, childList: true});
+}"""
+
+
 def shoot(page, name: str, anchor: str, full: bool = False) -> None:
     """Screenshots at 1400 px (the whole page when `full`) and at 390 px (the page is resized and back), the
     viewport ones with `anchor` (the tab's status line, above its views) scrolled to the top."""
@@ -100,6 +108,10 @@ def shoot(page, name: str, anchor: str, full: bool = False) -> None:
 
 def status_text(page, name: str) -> str:
     return page.locator(f"#{name}-status").inner_text()
+
+
+def panel_boxes(page, *selectors: str) -> list[dict]:
+    return [page.locator(s).bounding_box() for s in selectors]
 
 
 def run_tab(page, name: str, during=None) -> tuple[str, bool]:
@@ -158,7 +170,16 @@ def test_teaching_page(app_url: str, tmp_path: Path) -> None:
         page.wait_for_timeout(1000)
 
         def diffusion_live(page) -> None:  # during the run, a chip selects a sample's position
-            page.locator('#diffusion-canvas .dl-row[data-s="2"] [data-p="1"]').click()
+            # pressed, then released only after a live redraw replaced the chip (a click was lost that way)
+            chip = page.locator('#diffusion-canvas .dl-row[data-s="2"] [data-p="1"]')
+            chip.scroll_into_view_if_needed()
+            box = chip.bounding_box()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.evaluate(REDRAWN, "#diffusion-canvas")
+            page.mouse.down()
+            with contextlib.suppress(sync_api.TimeoutError):  # (a run can end first: then a plain click)
+                page.wait_for_function("() => window.__dlRedrawn", timeout=5_000)
+            page.mouse.up()
             sync_api.expect(page.locator("#diffusion-topk .gtitle")).to_contain_text("position 1 of sample 3 (selected)")
             sync_api.expect(page.locator("#diffusion-option-sample input")).to_have_value("3")
 
@@ -182,6 +203,14 @@ def test_teaching_page(app_url: str, tmp_path: Path) -> None:
             print(f"{name}: {time.monotonic() - t0:.1f} s")
             assert "⚠" not in status, f"{title}: {status}"
             caught_live += [name] if caught else []
+            if name == "voting":  # the tally and the passes meter: side by side at 1400 px, stacked at 390 px
+                tally, meter = panel_boxes(page, "#voting-tally", "#voting-meter")
+                assert abs(tally["y"] - meter["y"]) < 2 and meter["x"] > tally["x"] + tally["width"] - 2, (tally, meter)
+                page.set_viewport_size(NARROW)
+                page.wait_for_timeout(300)
+                tally, meter = panel_boxes(page, "#voting-tally", "#voting-meter")
+                assert meter["y"] >= tally["y"] + tally["height"] - 2 and tally["width"] > 300, (tally, meter)
+                page.set_viewport_size(WIDE)
             if name == "diffusion":  # after the run: the tail is folded, and a chip click selects its position
                 labels = page.evaluate("() => window.__dlLabels")
                 assert any(re.search(r"Step \d+ \(live", t) for t in labels), labels  # it followed the live run

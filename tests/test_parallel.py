@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,12 @@ def test_two_processes_equal_one(tmp_path):
     """Both benchmarks sharded over 2 launched processes (one launch) against the same runs in this process."""
     joined = [a for argv in BENCHES.values() for a in (*argv, "--next")][:-1]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # the script imports decoding
-    done = subprocess.run([*LAUNCH, str(tmp_path), *joined], check=True, capture_output=True, text=True, env=env)
+    with socket.socket() as free:  # a free port for the processes' rendezvous (the default 29500 may be taken)
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
+    done = subprocess.run([*LAUNCH[:-1], "--main_process_port", port, LAUNCH[-1], str(tmp_path), *joined],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert "2 proc" in done.stdout and "2 process" in done.stdout, done.stdout[-2000:]  # voting's, search's line
     for name, argv in BENCHES.items():
         one = tmp_path / f"{name}1.json"

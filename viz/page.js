@@ -3,17 +3,32 @@
 // selects that position: it is outlined at once, and the panel's 'chip' event tells the server, which sets the
 // tab's `position` and `sample` options and redraws. A click on a folded tail ("EOS × 60") opens or closes every
 // folded tail of the panel; the class sits on the panel, so it survives the live redraws of its content.
-element.addEventListener('click', (event) => {
-  const target = event.target instanceof Element ? event.target : null;
-  if (target === null) return;
-  if (target.closest('.dl-fold')) {
-    element.classList.toggle('dl-open');
-    return;
-  }
-  const chip = target.closest('[data-p]');
+//
+// A chip is selected on press and release, not on 'click': a live run redraws the panel ~10 times a second, and
+// when a redraw replaces the chip between press and release, the browser's click goes to no chip and was lost
+// (tests/test_browser_teaching.py presses, waits for a redraw, then releases). The press remembers its chip; a
+// release near it (no drag; a scroll cancels the pointer) selects it.
+const chipOf = (target) => {
+  const chip = target instanceof Element ? target.closest('[data-p]') : null;
   const row = chip && chip.closest('[data-s]');
-  if (!chip || !row) return;
+  return chip && row ? {position: Number(chip.dataset.p), sample: Number(row.dataset.s) + 1} : null;
+};
+let pressed = null;
+element.addEventListener('pointerdown', (event) => {
+  const chip = chipOf(event.target);
+  pressed = chip && {chip, x: event.clientX, y: event.clientY};
+});
+element.addEventListener('pointercancel', () => { pressed = null; });
+element.addEventListener('pointerup', (event) => {
+  const press = pressed;
+  pressed = null;
+  if (!press || Math.hypot(event.clientX - press.x, event.clientY - press.y) > 8) return;
+  const {position, sample} = press.chip;
   element.querySelectorAll('.dl-sel').forEach((c) => c.classList.remove('dl-sel'));
-  chip.classList.add('dl-sel');
-  trigger('chip', {position: Number(chip.dataset.p), sample: Number(row.dataset.s) + 1});
+  const shown = element.querySelector(`[data-s="${sample - 1}"] [data-p="${position}"]`);
+  if (shown) shown.classList.add('dl-sel');
+  trigger('chip', press.chip);
+});
+element.addEventListener('click', (event) => {
+  if (event.target instanceof Element && event.target.closest('.dl-fold')) element.classList.toggle('dl-open');
 });
