@@ -436,23 +436,24 @@ def scrub_tab(tab: Tab, view: live.TraceView | None, frame: float | None, option
 LIVE = -1  # the scrubber's value while a run streams: "the latest step", whichever that is when a handler runs
 
 
-class Scrubber(gr.Slider):
-    """A tab's step slider (Gradio's own slider on the page) whose events also take LIVE. Gradio checks an
-    event's slider value against the bounds it last sent: a chip clicked while the page still showed the live
-    scrubber, but after the finished run's slider (0 to N) had gone out, was refused ("Value -1 is less than
-    minimum value 0") and the click was lost."""
-
-    is_template = True  # the page draws it with Gradio's slider
-
-    def preprocess(self, payload: float) -> float:
-        return LIVE if payload == LIVE else super().preprocess(payload)
-
 
 def _live_scrubber(frame: int) -> gr.Slider:
     """The scrubber during a run: it says which step is shown and holds LIVE, so a chip clicked now selects in the
     live run, and a click that is handled only after the run has ended redraws the end, not a stale step."""
     return gr.Slider(minimum=LIVE, maximum=max(frame, 1), value=LIVE, step=1, interactive=False,
                      label=f"Step {frame} (live: scrub when the run ends)")
+
+
+def step_or_live(raw: object) -> int | None:
+    """A step slider's raw value from the page: LIVE, a step (whole number >= 0), or None (anything else)."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not float(raw).is_integer():
+        return None
+    return int(raw) if raw >= LIVE else None
+
+
+def checked_inputs(components: dict, raw: dict) -> dict:
+    """Raw event inputs through their components' own checks (what Gradio does when `preprocess` is on)."""
+    return {name: components[name].preprocess(value) for name, value in raw.items()}
 
 
 def chip_options(options: dict, data: object) -> dict:
@@ -744,8 +745,8 @@ def _method_tab(tab: Tab, model: gr.Dropdown) -> None:
                 options: dict[str, gr.Number] = {}
 
                 def place_scrubber() -> None:  # the view controls sit below the first panel (the canvas)
-                    scrub.append(Scrubber(0, 1, 0, step=1, label="Step (available after a run)", interactive=False,
-                                          elem_id=_elem(tab, "scrub")))
+                    scrub.append(gr.Slider(0, 1, 0, step=1, label="Step (available after a run)", interactive=False,
+                                           elem_id=_elem(tab, "scrub")))
                     if tab.options:
                         with gr.Row():
                             options.update({o.name: _option(tab.name, o) for o in tab.options})
@@ -772,10 +773,13 @@ def _method_tab(tab: Tab, model: gr.Dropdown) -> None:
     def scrub_fn(view: live.TraceView | None, frame: float, request: gr.Request, **options) -> list:
         return scrub_tab(tab, view, frame, options, _session(request))
 
-    def chip_fn(view: live.TraceView | None, frame: float, evt: gr.EventData, request: gr.Request,
+    option_components = dict(options)
+
+    def chip_fn(view: live.TraceView | None, frame: object, evt: gr.EventData, request: gr.Request,
                 **options) -> list:
+        options = checked_inputs(option_components, options)  # (registered with preprocess=False, below)
         chosen = chip_options(options, evt._data)
-        return [*(chosen[n] for n in options), *scrub_tab(tab, view, frame, chosen, _session(request))]
+        return [*(chosen[n] for n in options), *scrub_tab(tab, view, step_or_live(frame), chosen, _session(request))]
 
     event = run.click(run_fn, [model, prompt], outputs, inputs_kwargs={**params, "seed": seed, **options},
                       api_name=f"run_{tab.name}", show_progress="minimal")
@@ -790,9 +794,11 @@ def _method_tab(tab: Tab, model: gr.Dropdown) -> None:
     if set(SELECT) & set(options):  # a chip click sets position / sample and redraws (viz/page.js)
         for component, panel in zip(tab.panel_components, tab.panels):
             if panel.kind == "html":
+                # preprocess=False: the page still sends LIVE for a chip clicked as the run ends, after the
+                # finished run's slider (0 to N) has gone out, and Gradio's check refused it (the click was lost)
                 component.chip(chip_fn, [trace_state, scrub[0]], [*options.values(), *tab.panel_components],
                                inputs_kwargs=options, show_progress="hidden", trigger_mode="always_last",
-                               api_visibility="private")
+                               api_visibility="private", preprocess=False)
 
 
 def _replay_tab(tabs: dict[str, Tab]) -> None:

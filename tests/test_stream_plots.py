@@ -82,3 +82,19 @@ def test_a_chip_clicked_as_the_run_ends_is_drawn_either_way():
     assert "position 3 of" not in topk_title(list(app._stream(tab, run, options))[-1], tab)
     answer = app.scrub_tab(tab, run.view, app.LIVE, chosen, "test-session")
     assert "position 3 of" in topk_title(answer, tab)  # drawn by the click's handler
+
+
+def test_a_chip_event_checks_its_raw_inputs():
+    """The chip event skips Gradio's preprocessing (it refused LIVE once the finished run's slider went out), so
+    its handler checks the raw values itself: the step slider's, and each option through its own component."""
+    import gradio as gr
+    import pytest
+
+    import app
+
+    assert [app.step_or_live(v) for v in (-1, 0, 3.0, 2.5, -2, True, "3", None)] == [-1, 0, 3, None, None, None,
+                                                                                      None, None]
+    components = {"position": gr.Number(-1, precision=0), "rank": gr.Dropdown(["last", "min"], value="last")}
+    assert app.checked_inputs(components, {"position": 4.0, "rank": "min"}) == {"position": 4, "rank": "min"}
+    with pytest.raises(gr.Error):
+        app.checked_inputs(components, {"position": 1, "rank": "<img src=x>"})
