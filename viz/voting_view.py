@@ -170,11 +170,11 @@ def agreement_grid(state: State) -> go.Figure:
     for _, _, colour, text in CATEGORIES:  # legend entries (a heatmap has no categorical legend of its own)
         data.append(go.Scatter(x=[None], y=[None], mode="markers", name=text,
                                marker={"size": 12, "color": colour, "symbol": "square"}))
-    height = 250 + 36 * len(z)  # the legend sits below the axis title, in the bottom margin
+    height = 280 + 36 * len(z)  # the legend sits below the axis title (100 px down), in the bottom margin
     return figure(data, f"Round {sel.round}: where the samples agree", height,
                   xaxis={"title": _title("position in the answer")}, yaxis={"autorange": "reversed"},
-                  legend={"orientation": "h", "y": -70 / (height - 140), "yanchor": "top"},
-                  margin={"l": 60, "r": 20, "t": 40, "b": 100})
+                  legend={"orientation": "h", "y": -100 / (height - 170), "yanchor": "top"},
+                  margin={"l": 60, "r": 20, "t": 40, "b": 130})
 
 
 TALLY_COLOURS = {"answer-correct": "#1e8449", "answer-wrong": "#c0392b", "answer-unchecked": "#5b6b82"}
