@@ -436,7 +436,6 @@ def scrub_tab(tab: Tab, view: live.TraceView | None, frame: float | None, option
 LIVE = -1  # the scrubber's value while a run streams: "the latest step", whichever that is when a handler runs
 
 
-
 def _live_scrubber(frame: int) -> gr.Slider:
     """The scrubber during a run: it says which step is shown and holds LIVE, so a chip clicked now selects in the
     live run, and a click that is handled only after the run has ended redraws the end, not a stale step."""
