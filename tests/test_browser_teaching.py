@@ -94,6 +94,17 @@ REDRAWN = """(selector) => {
 }"""
 
 
+POINTER = """([type, selector]) => {  // a mouse event at the press's point (the chip's centre when pressed)
+    const target = document.querySelector(selector);
+    if (type === 'pointerdown') {
+        const box = target.getBoundingClientRect();
+        window.__dlPoint = {clientX: box.x + box.width / 2, clientY: box.y + box.height / 2};
+    }
+    target.dispatchEvent(new PointerEvent(type, {bubbles: true, pointerId: 1, pointerType: 'mouse', isPrimary: true,
+                                                 button: 0, ...window.__dlPoint}));
+}"""
+
+
 def shoot(page, name: str, anchor: str, full: bool = False) -> None:
     """Screenshots at 1400 px (the whole page when `full`) and at 390 px (the page is resized and back), the
     viewport ones with `anchor` (the tab's status line, above its views) scrolled to the top."""
@@ -170,16 +181,17 @@ def test_teaching_page(app_url: str, tmp_path: Path) -> None:
         page.wait_for_timeout(1000)
 
         def diffusion_live(page) -> None:  # during the run, a chip selects a sample's position
-            # pressed, then released only after a live redraw replaced the chip (a click was lost that way)
-            chip = page.locator('#diffusion-canvas .dl-row[data-s="2"] [data-p="1"]')
-            chip.scroll_into_view_if_needed()
-            box = chip.bounding_box()
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            # Pressed, then released only after a live redraw replaced the chip (a click was lost that way). The
+            # pointer events go to the chip itself: a mouse held at a fixed point lands on another chip, or none,
+            # when the layout moves under it (guesses change chip widths; the run's end folds the EOS tails), and
+            # CI failed that way: at the end the chip moved 42 px up and the point was on no chip.
+            chip = '#diffusion-canvas .dl-row[data-s="2"] [data-p="1"]'
+            page.locator(chip).scroll_into_view_if_needed()
             page.evaluate(REDRAWN, "#diffusion-canvas")
-            page.mouse.down()
+            page.evaluate(POINTER, ["pointerdown", chip])
             with contextlib.suppress(sync_api.TimeoutError):  # (a run can end first: then a plain click)
                 page.wait_for_function("() => window.__dlRedrawn", timeout=5_000)
-            page.mouse.up()
+            page.evaluate(POINTER, ["pointerup", chip])  # on the chip that replaced it
             sync_api.expect(page.locator("#diffusion-topk .gtitle")).to_contain_text("position 1 of sample 3 (selected)")
             sync_api.expect(page.locator("#diffusion-option-sample input")).to_have_value("3")
 

@@ -6,8 +6,10 @@
 //
 // A chip is selected on press and release, not on 'click': a live run redraws the panel ~10 times a second, and
 // when a redraw replaces the chip between press and release, the browser's click goes to no chip and was lost
-// (tests/test_browser_teaching.py presses, waits for a redraw, then releases). The press remembers its chip; a
-// release near it (no drag; a scroll cancels the pointer) selects it.
+// (tests/test_browser_teaching.py presses, waits for a redraw, then releases). The press remembers its chip and
+// captures the pointer on the panel, so the release reaches it even when the layout has moved it from under the
+// pointer (the run's end folds EOS tails: the rows shrink); a
+// release near the press (no drag; a scroll cancels the pointer) selects the chip.
 const chipOf = (target) => {
   const chip = target instanceof Element ? target.closest('[data-p]') : null;
   const row = chip && chip.closest('[data-s]');
@@ -17,6 +19,9 @@ let pressed = null;
 element.addEventListener('pointerdown', (event) => {
   const chip = chipOf(event.target);
   pressed = chip && {chip, x: event.clientX, y: event.clientY};
+  if (chip) {
+    try { element.setPointerCapture(event.pointerId); } catch { /* a pointer that is not active (a synthetic event) */ }
+  }
 });
 element.addEventListener('pointercancel', () => { pressed = null; });
 element.addEventListener('pointerup', (event) => {
