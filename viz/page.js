@@ -8,8 +8,8 @@
 // when a redraw replaces the chip between press and release, the browser's click goes to no chip and was lost
 // (tests/test_browser_teaching.py presses, waits for a redraw, then releases). The press remembers its chip and
 // captures the pointer on the panel, so the release reaches it even when the layout has moved it from under the
-// pointer (the run's end folds EOS tails: the rows shrink); a
-// release near the press (no drag; a scroll cancels the pointer) selects the chip.
+// pointer (the run's end folds EOS tails: the rows shrink); a release near the press (no drag; a scroll cancels
+// the pointer) selects the chip.
 const chipOf = (target) => {
   const chip = target instanceof Element ? target.closest('[data-p]') : null;
   const row = chip && chip.closest('[data-s]');
