@@ -6,10 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test lint bench chromium
 
+# --no-compile: pip byte-compiles all 1.7 GB it installs (59 s here; 33 s without); Python compiles what is
+# imported, once, on first import.
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-compile -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -137,10 +137,10 @@ def run_tab(page, name: str, during=None) -> tuple[str, bool]:
         text = status_text(page, name)
         if "running" in text and not live_seen:
             live_seen = True
+            if during is not None:  # first, while the run is most likely still going
+                during(page)
             shoot(page, f"{name}-during", status)
             caught = "running" in status_text(page, name)
-            if during is not None:
-                during(page)
         if re.search(r"done|stopped|⚠", text) and (live_seen or "✓" in text or "⚠" in text):
             break
         time.sleep(0.1)
