@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
+import runpy
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,11 +19,6 @@ from decoding.trace import Node, RunEnd, RunStart, Tokens, Trace
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-
-def _module(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], check=False, cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def _run(zoo_dir: Path, out: Path, method: str, *sets: str, seed: int | None = None,
@@ -79,22 +77,24 @@ def test_same_seed_same_bytes_apart_from_seconds(zoo_dir, tmp_path) -> None:
     assert raw[0] == raw[1]  # same process: same versions, so the files themselves match
 
 
-def test_help_lists_every_method_and_parameter() -> None:
+def test_help_lists_every_method_and_parameter(capsys) -> None:
     from decoding import methods
 
-    done = _module("decoding", "run", "--help")
-    assert done.returncode == 0, done.stderr
+    with pytest.raises(SystemExit) as done:
+        cli.main(["run", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
     for name, method in methods.all_methods().items():
-        assert f"{name}: {method.title}" in done.stdout
+        assert f"{name}: {method.title}" in out
         for field, default, _ in method.params.controls():
-            assert f"{field}={default}" in done.stdout
+            assert f"{field}={default}" in out
 
 
-def test_bad_parameter_is_one_line_and_exit_code_2() -> None:
-    done = _module("decoding", "run", "diffusion", "--model", "tiny-dllm", "--prompt", "1+2=?", "--set", "steps=0")
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "steps" in lines[0] and "Traceback" not in done.stderr, done.stderr
+def test_bad_parameter_is_one_line_and_exit_code_2(capsys) -> None:
+    assert cli.main(["run", "diffusion", "--model", "tiny-dllm", "--prompt", "1+2=?", "--set", "steps=0"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "steps" in lines[0] and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -115,11 +115,16 @@ def test_method_on_the_wrong_kind_of_model(zoo_dir, capsys) -> None:
     assert code == 2 and "causal" in capsys.readouterr().err
 
 
-def test_bench_overhead_quick_prints_the_table(tmp_path) -> None:
+def test_bench_overhead_quick_prints_the_table(tmp_path, monkeypatch, capsys) -> None:
+    """`python -m decoding.bench overhead --quick`, its `__main__` block run in this process (no second torch
+    import: the CLI's own process is tested below)."""
     out = tmp_path / "overhead.json"
-    done = _module("decoding.bench", "overhead", "--quick", "--out", str(out), timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "| batch | forward ms/step | bare loop ms/step | engine ms/step | engine/bare |" in done.stdout
+    monkeypatch.setattr(sys, "argv", ["decoding.bench", "overhead", "--quick", "--out", str(out)])
+    importlib.import_module("decoding.bench")  # first: the `__main__` block then registers nothing of its own
+    with warnings.catch_warnings():  # runpy: "'decoding.bench' found in sys.modules" (this process imported it)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        runpy.run_module("decoding.bench", run_name="__main__", alter_sys=True)
+    assert "| batch | forward ms/step | bare loop ms/step | engine ms/step | engine/bare |" in capsys.readouterr().out
     result = json.loads(out.read_text())
     assert [r["batch"] for r in result["rows"]] == [1, 2]
     assert all(r["same_tokens"] for r in result["rows"])  # the engine decodes what LLaDA's loop decodes
