@@ -334,7 +334,7 @@ def _start(tab: Tab, model: str, prompt: str, values: dict, seed: float | None) 
     task = task_for(model)
     text = task.format_prompt(prompt)
     trace = Trace.new(model, method.name, params.model_dump(mode="json"), int(seed), task=task.name,
-                      expected=task.expected_answer(prompt))
+                      expected=task.expected_answer(prompt), **adapter.numerics())
     return live.LiveRun(trace, lambda should_stop: method.decode(adapter, text, params, task=task, seed=int(seed),
                                                                  should_stop=should_stop))
 

@@ -44,6 +44,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "harp": ("greedy vs HARP (θ sweep): accuracy, hesitations, flips, passes, time ratio", "decoding.bench_harp"),
     "speculative": ("MTP self-speculative decoding vs greedy: acceptance, passes, wall time",
                     "decoding.bench_speculative"),
+    "numerics": ("each dVoting sample decoded again alone, per precision: identical, or where it splits and why",
+                 "decoding.bench_numerics"),
     "split": ("every decoder on a model split over 2+ GPUs: same trace as one GPU; 8B-shaped ms per step",
               "decoding.bench_split"),
 }

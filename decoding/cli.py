@@ -1,5 +1,7 @@
 """`python -m decoding run <method> --model M --prompt P [--seed S] [--task zoo|math] [--set key=value ...] --out F`
 `python -m decoding diff A.json [B.json] [--seq-a N --seq-b M]`: where two sequences part, and why.
+`python -m decoding replay A.json [--seq N] [--dtype D] [--device X]`: one sample decoded again, alone, from its seed
+(in another precision or on another device, if asked), and where it departs from the trace, and why.
 
 Runs any registered method headless and saves its trace. The methods and their parameters come from the
 registry (`decoding.methods`): `--set` takes a parameter by name (`Params.from_strings`), `run --help` lists
@@ -81,7 +83,57 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--seq-b", type=int, default=None,
                       help="sequence of B (default: B's first; with one file, A's second)")
     diff.add_argument("--threshold", type=float, default=None, help="top-2 margin of a near-tie (default 0.1)")
+    replay = sub.add_parser("replay", help="decode one sample of a saved trace again, alone, from its seed, and say "
+                                           "where it departs and why (decoding/replay.py)",
+                            description="Decode one sample of a saved trace again, alone, from its recorded seed and "
+                                        "parameters, and print where it departs from the trace and why. Another "
+                                        "--dtype or --device asks whether the output survives a change of precision "
+                                        "or hardware (a split there is *numerics* or a *near-tie*).")
+    replay.add_argument("trace", type=Path, help="trace file (diffusion, voting, divergence, autoregressive, greedy "
+                                                 "speculative)")
+    replay.add_argument("--seq", type=int, default=None, help="the sample (default: the trace's first)")
+    replay.add_argument("--model", default=None, help="default: the model the trace names (meta.model)")
+    replay.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
+    replay.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="the model's precision (default: bfloat16 on a GPU, float32 on the CPU)")
+    replay.add_argument("--out", type=Path, default=None, help="also save the replayed sample's trace here")
+    replay.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     return parser
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def replay(args: argparse.Namespace) -> int:
+    import torch
+
+    from decoding.divergence import sequences
+    from decoding.fold import Fold
+    from decoding.models import load
+    from decoding.replay import replay_sample
+    from decoding.trace import Trace, TraceError
+
+    try:
+        trace = Trace.load(args.trace)
+    except TraceError as e:
+        raise UsageError(f"cannot read the trace: {e}") from None
+    seqs = sequences(Fold(trace).latest())
+    seq = args.seq if args.seq is not None else (seqs[0] if seqs else 0)
+    if seq not in seqs:
+        raise UsageError(f"the trace has no sequence {seq} (it has {', '.join(map(str, seqs)) or 'none'})")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        adapter = load(args.model or trace.meta.model, args.device, dtype=getattr(torch, args.dtype) if args.dtype
+                       else None)
+        replayed, d = replay_sample(adapter, trace, seq)
+    except (ValueError, OSError) as e:  # ModelLoadError is a ValueError; so is a method replay does not know
+        raise UsageError(str(e)) from None
+    print(d.text())
+    if args.out is not None:
+        replayed.save(args.out)
+        print(f"replayed trace: {args.out}")
+    return 0
 
 
 def diff(args: argparse.Namespace) -> int:
@@ -172,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     expected = task.expected_answer(args.prompt)
     seed = args.seed if args.seed is not None else _default_seed(method.decode)
     trace = Trace.new(model=args.model, method=args.method, params=params.model_dump(mode="json"), seed=seed,
-                      task=task.name, expected=expected)
+                      task=task.name, expected=expected, **adapter.numerics())
     if hasattr(params, "check"):
         try:
             params.check(adapter, prompt)
@@ -217,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(json_schema(), indent=1))
         return 0
     try:
-        return diff(args) if args.command == "diff" else run(args)
+        return {"diff": diff, "replay": replay}.get(args.command, run)(args)
     except UsageError as e:
         print(f"python -m decoding {args.command}: error: {e}", file=sys.stderr)
         return USAGE_EXIT

@@ -151,6 +151,7 @@ class Side:
     answer: str | None
     seed: int | None  # the seed its noise came from, when the method says (seed + row)
     temperature: float | None
+    runs_on: str | None = None  # where its logits were computed, "bfloat16 on cuda (…)" (the trace's meta), if known
     pick: Pick | None = None  # at the split position
     top: list[tuple[int, str, float]] = field(default_factory=list)  # (id, text, p) at the split
     only: list[int] = field(default_factory=list)  # positions committed in its context that the other's lacks
@@ -224,8 +225,8 @@ class Divergence:
         """The plain-text report (the CLI prints it); token texts are shown with repr(), so nothing in them can
         move the terminal's cursor."""
         a, b = self.a, self.b
-        lines = [f"A: {a.source} (seed {_s(a.seed)}, answer {a.answer!r})",
-                 f"B: {b.source} (seed {_s(b.seed)}, answer {b.answer!r})"]
+        lines = [f"{s.name}: {s.source} (seed {_s(s.seed)}, answer {s.answer!r}"
+                 + (f", {s.runs_on})" if s.runs_on else ")") for s in (a, b)]
         if self.identical:
             lines.append(f"no split: the {self.mode} sequences commit the same {len(a.tokens)} tokens")
             return "\n".join(lines)
@@ -302,6 +303,14 @@ def seed_of(meta: Meta, seq: int) -> int | None:
     return meta.seed + seq if meta.method in SEEDED_BY_ROW else None
 
 
+def runs_on(meta: Meta, seq: int = 0) -> str | None:
+    """Where a sequence's logits were computed, "bfloat16 on cuda (…)", when its trace says (a pair trace: its
+    source's)."""
+    if (src := _source(meta, seq)) is not None:
+        return src.get("runs_on") if isinstance(src.get("runs_on"), str) else None
+    return f"{meta.dtype or '?'} on {meta.device or '?'}"[:120] if meta.dtype or meta.device else None
+
+
 def _temperature(meta: Meta, seq: int = 0) -> float | None:
     t = (_source(meta, seq) or meta.params).get("temperature")
     return float(t) if isinstance(t, int | float) else None
@@ -319,6 +328,7 @@ def _side(name: str, state: State, meta: Meta, seq: int, label: str) -> Side:
     node = next((n for n in reversed(state.nodes.values()) if n.seq == seq), None)
     return Side(name=name, source=f"{label} seq {seq}", seq=seq, tokens=tokens, texts=[state.text(t) for t in tokens],
                 answer=node.answer if node else None, seed=seed_of(meta, seq), temperature=_temperature(meta, seq),
+                runs_on=runs_on(meta, seq),
                 vocab=state.vocab)
 
 
@@ -442,6 +452,9 @@ def _label(d: Divergence) -> None:
     else:
         d.evidence.append(f"both took their own argmax: {a.text_of(a.argmax)!r} and {b.text_of(b.argmax)!r}")
     d.evidence.append(_distribution_gap(a, b))
+    if a.runs_on != b.runs_on and a.runs_on and b.runs_on:
+        d.evidence.append(f"the two ran in different precisions or devices: {a.name} in {a.runs_on}, {b.name} in "
+                          f"{b.runs_on}")
     if margin < d.threshold:
         d.cause = "near-tie"
         d.evidence.append(f"top-2 margin {margin:.3f} < {d.threshold}: a small difference in the logits flips it")
@@ -503,7 +516,8 @@ def pair(trace_a: Trace, trace_b: Trace) -> Trace:
     start_a, start_b = folds[0].start, folds[1].start
     mask = start_a.mask_id if start_a.mask_id == start_b.mask_id else None
     sources = [{"file": f, "seq": q, "method": traces[f].meta.method[:60], "model": traces[f].meta.model[:200],
-                "seed": seed_of(traces[f].meta, q), "temperature": _temperature(traces[f].meta, q)} for f, q in new]
+                "seed": seed_of(traces[f].meta, q), "temperature": _temperature(traces[f].meta, q),
+                "runs_on": runs_on(traces[f].meta, q)} for f, q in new]
     meta = traces[0].meta
     same = {k: getattr(meta, k) if getattr(meta, k) == getattr(trace_b.meta, k) else None for k in ("task", "expected")}
     out = Trace(Meta(model=meta.model if meta.model == trace_b.meta.model else f"{meta.model} | {trace_b.meta.model}",
@@ -546,9 +560,9 @@ def recount(answers: list[str | None], nodes: list[int], seq: int, answer: str |
 
 
 def _settings(a: Meta, b: Meta) -> list[list]:
-    """What differs between the two runs' settings: [name, first file's value, second's] (method, model, seed and
-    parameters; at most 20, values as short strings)."""
-    first = {"method": a.method, "model": a.model, "seed": a.seed, **a.params}
-    second = {"method": b.method, "model": b.model, "seed": b.seed, **b.params}
+    """What differs between the two runs' settings: [name, first file's value, second's] (method, model, seed, device,
+    precision and parameters; at most 20, values as short strings)."""
+    first = {"method": a.method, "model": a.model, "seed": a.seed, "device": a.device, "dtype": a.dtype, **a.params}
+    second = {"method": b.method, "model": b.model, "seed": b.seed, "device": b.device, "dtype": b.dtype, **b.params}
     return [[str(k)[:40], str(first.get(k))[:60], str(second.get(k))[:60]] for k in sorted(set(first) | set(second))
             if first.get(k) != second.get(k)][:20]

@@ -181,6 +181,13 @@ class Adapter:
     def __repr__(self) -> str:
         return f"Adapter(spec={self.spec!r}, kind={self.kind!r}, device={self.device})"
 
+    def numerics(self) -> dict[str, str]:
+        """Where the logits are computed, for a trace's meta: {"device": "cuda (NVIDIA H100 …)", "dtype": "bfloat16"}."""
+        device = self.device.type
+        if device == "cuda":
+            device += f" ({torch.cuda.get_device_name(self.device)})"
+        return {"device": device, "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch.")}
+
     @torch.no_grad()
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                canvas_length: int | None = None,
@@ -300,22 +307,25 @@ _CACHE: dict[tuple[str, str], Adapter] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def load(spec: str | Path, device: str | torch.device | None = None, device_map: str | dict | None = None) -> Adapter:
+def load(spec: str | Path, device: str | torch.device | None = None, device_map: str | dict | None = None,
+         dtype: torch.dtype | None = None) -> Adapter:
     """Load a zoo name ("tiny-dllm"), a local folder or a registry / allow-listed hub id; cached by (spec, device,
     device_map).
 
     `device_map` is passed to `from_pretrained` as is, so accelerate places the layers: "balanced" splits the model
     evenly over the visible GPUs (even one that fits on one), "auto" fills them in order. Without it, a model too big
     for one GPU gets "auto" anyway; the adapter's device is then the one holding the input embeddings.
+    `dtype`: the parameters' (default: bfloat16 on a GPU, float32 on the CPU); another one replays a run in another
+    precision (`python -m decoding replay --dtype`).
     """
     spec = str(spec)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    key = (spec, str(device), json.dumps(device_map, sort_keys=True, default=str))
+    key = (spec, str(device), json.dumps(device_map, sort_keys=True, default=str), str(dtype))
     if key in _CACHE:
         return _CACHE[key]
     with _LOAD_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = _load(spec, device, device_map)
+            _CACHE[key] = _load(spec, device, device_map, dtype)
         return _CACHE[key]
 
 
@@ -323,23 +333,24 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _load(spec: str, device: torch.device, device_map: str | dict | None = None) -> Adapter:
+def _load(spec: str, device: torch.device, device_map: str | dict | None = None,
+          dtype: torch.dtype | None = None) -> Adapter:
     if spec in ZOO_NAMES:
         folder = ZOO_DIR / spec
         if not (folder / "config.json").is_file():
             raise ModelLoadError(f"zoo model {spec!r} is not built: {folder} has no config.json (train it with "
                                  f"`python -m decoding.zoo.build_zoo --out {ZOO_DIR}`)")
-        return _load_local(spec, folder, device, device_map)
+        return _load_local(spec, folder, device, device_map, dtype)
     if spec in REGISTRY:
-        return _load_hub(spec, REGISTRY[spec], device, device_map)
+        return _load_hub(spec, REGISTRY[spec], device, device_map, dtype)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return _load_local(spec, path, device, device_map)
+        return _load_local(spec, path, device, device_map, dtype)
     if path.exists() or _looks_like_path(spec):
         # Checked here: transformers would send a missing path to the Hub ("Repo id must be in the form ...").
         raise ModelLoadError(f"no model folder at {spec!r} ({path.resolve()} does not exist or is not a folder)")
     if spec in TRUST_REMOTE_CODE_ALLOWLIST or spec in HUB_ALLOWLIST:
-        return _load_hub(spec, None, device, device_map)
+        return _load_hub(spec, None, device, device_map, dtype)
     raise ModelLoadError(
         f"unknown model {spec!r}: not a zoo name ({', '.join(ZOO_NAMES)}), no folder at {path.resolve()}, "
         f"not a registry hub id ({', '.join(REGISTRY)}) and not on an allow-list (allow_hub_id, allow_remote_code)"
@@ -410,7 +421,8 @@ def folder_settings(folder: Path) -> tuple[dict, dict]:
     return config, settings
 
 
-def _load_local(spec: str, folder: Path, device: torch.device, device_map: str | dict | None = None) -> Adapter:
+def _load_local(spec: str, folder: Path, device: torch.device, device_map: str | dict | None = None,
+                dtype: torch.dtype | None = None) -> Adapter:
     config, settings = folder_settings(folder)
     needs_code = bool(settings.get("trust_remote_code")) or "auto_map" in config
     if needs_code and _allow_key(folder) not in TRUST_REMOTE_CODE_ALLOWLIST:
@@ -419,11 +431,11 @@ def _load_local(spec: str, folder: Path, device: torch.device, device_map: str |
                              f"if you trust it")
     n_params = _param_estimate(folder)
     return _build(spec, str(folder), settings, config, needs_code, n_params, device, local_only=True, folder=folder,
-                  device_map=device_map)
+                  device_map=device_map, dtype=dtype)
 
 
 def _load_hub(spec: str, info: ModelInfo | None, device: torch.device,
-              device_map: str | dict | None = None) -> Adapter:
+              device_map: str | dict | None = None, dtype: torch.dtype | None = None) -> Adapter:
     settings = _registry_settings(info) if info else {}
     needs_code = spec in TRUST_REMOTE_CODE_ALLOWLIST
     if info and info.trust_remote_code and not needs_code:
@@ -444,7 +456,7 @@ def _load_hub(spec: str, info: ModelInfo | None, device: torch.device,
         settings["kind"] = _kind_from_config(config_dict, Path(spec))
     n_params = int(info.params_b * 1e9) if info else None
     return _build(spec, spec, settings, config_dict, needs_code, n_params, device, local_only=local_only,
-                  device_map=device_map)
+                  device_map=device_map, dtype=dtype)
 
 
 def _hub_offline() -> bool:
@@ -498,13 +510,13 @@ def _remote_class(ref: str | list, source: str, local_only: bool) -> type:
 
 def _build(spec: str, source: str, settings: dict, config: dict, needs_code: bool, n_params: int | None,
            device: torch.device, local_only: bool, folder: Path | None = None,
-           device_map: str | dict | None = None) -> Adapter:
+           device_map: str | dict | None = None, dtype: torch.dtype | None = None) -> Adapter:
     from transformers import AutoTokenizer
 
     kind = settings["kind"]
     if kind not in KINDS:
         raise ModelLoadError(f"{spec}: unknown kind {kind!r} in its settings (expected one of {KINDS})")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     load_kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": needs_code, "local_files_only": local_only}
     big = device.type == "cuda" and n_params is not None and \
         n_params * dtype.itemsize > 0.85 * torch.cuda.get_device_properties(device).total_memory

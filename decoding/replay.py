@@ -81,7 +81,7 @@ def _decode(adapter, trace: Trace, seq: int, pins: dict[int, int] | None = None,
             task=None) -> Trace:
     """One sequence decoded alone as the trace's method did it, into a new trace (same meta, same seq id)."""
     start = _start(trace)
-    out = Trace(trace.meta.model_copy(deep=True))
+    out = Trace(trace.meta.model_copy(deep=True, update=adapter.numerics()))  # where this decode ran
     if task is None and trace.meta.task:
         from decoding import tasks
 

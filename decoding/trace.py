@@ -182,6 +182,10 @@ class Meta(BaseModel):
     task: str | None = None  # the task that formatted the prompt and judges the answer
     expected: str | None = None  # the expected answer, when the task knows it
     versions: dict[str, str] = {}
+    # where the logits were computed: outputs that differ across GPUs or precisions are the divergence
+    # debugger's *numerics* cause (decoding/divergence.py names these when two runs differ in them)
+    device: str | None = None  # "cpu", "cuda (NVIDIA H100 80GB HBM3)"
+    dtype: str | None = None  # the model's parameters: "float32", "bfloat16"
 
     @field_validator("params")
     @classmethod
@@ -264,9 +268,9 @@ class Trace:
 
     @classmethod
     def new(cls, model: str, method: str, params: dict, seed: int, task: str | None = None,
-            expected: str | None = None) -> Trace:
+            expected: str | None = None, device: str | None = None, dtype: str | None = None) -> Trace:
         return cls(Meta(model=model, method=method, params=params, seed=seed, task=task, expected=expected,
-                        versions=library_versions()))
+                        versions=library_versions(), device=device, dtype=dtype))
 
     def add(self, event):
         self.events.append(event)

@@ -3,10 +3,12 @@ diffusion traces, replay by seed of a batched dVoting sample, and forks that lea
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from decoding.cli import main
-from decoding.divergence import _Walk, diverge
+from decoding.divergence import _settings, _Walk, diverge, pair
 from decoding.fold import Fold
 from decoding.trace import Node, RunStart, Tokens, Trace, Vocab
 
@@ -133,20 +135,26 @@ def test_cli_prints_the_split_and_its_cause(tmp_path, capsys) -> None:
 # ---------------------------------------------------------------- with the zoo models
 
 
+def _vote(dllm: str, k: int = 3) -> Trace:
+    from decoding import voting
+    from decoding.models import load
+    from decoding.tasks import TASKS
+
+    adapter, task = load(dllm), TASKS["zoo"]
+    params = voting.VotingParams(k=k, batched=True, gen_length=32, temperature=1.0)
+    trace = Trace.new(dllm, "voting", params.model_dump(mode="json"), 42, task="zoo", **adapter.numerics())
+    for e in voting.decode(adapter, task.format_prompt("15+15+90-78*2*6-81=?"), params, task=task, seed=42):
+        trace.add(e)
+    return trace
+
+
 def test_replay_by_seed_reproduces_a_batched_dvoting_sample(dllm) -> None:
     """Batched dVoting decodes samples 0-1 together and 2 from their agreement; each re-run alone from its seed
     (seed + sample) commits the same tokens at the same passes."""
-    from decoding import voting
     from decoding.models import load
     from decoding.replay import fork, replay_sample
-    from decoding.tasks import TASKS
 
-    adapter = load(dllm)
-    task = TASKS["zoo"]
-    params = voting.VotingParams(k=3, batched=True, gen_length=32, temperature=1.0)
-    trace = Trace.new(dllm, "voting", params.model_dump(mode="json"), 42, task="zoo")
-    for e in voting.decode(adapter, task.format_prompt("15+15+90-78*2*6-81=?"), params, task=task, seed=42):
-        trace.add(e)
+    adapter, trace = load(dllm), _vote(dllm)
     later = [e.seq for e in trace.events if isinstance(e, Tokens) and e.action == "keep"]
     for seq in (1, *later[:1]):
         replayed, d = replay_sample(adapter, trace, seq)
@@ -157,6 +165,62 @@ def test_replay_by_seed_reproduces_a_batched_dvoting_sample(dllm) -> None:
     other = next(t for t in (adapter.eos_ids[0], *range(5, 40)) if t != tokens[-1] and t != adapter.mask_id)
     _, d = fork(adapter, trace, 1, len(tokens) - 1, other)
     assert d.b.tokens[-1] == other and any(s.pos == len(tokens) - 1 for s in d.splits)
+
+
+def test_a_split_between_precisions_names_both(tmp_path, capsys) -> None:
+    """Traces say where their logits were computed (meta.device, meta.dtype); a same-context split between two
+    precisions names both in its evidence, and the CLI's report in its header. The same precision: not said."""
+    a, b = CASES["numerics"](), CASES["numerics"]()
+    a.meta = a.meta.model_copy(update={"device": "cpu", "dtype": "float32"})
+    b.meta = b.meta.model_copy(update={"device": "cuda (NVIDIA H100 80GB HBM3)", "dtype": "bfloat16"})
+    d = diverge(a, 0, b, 1)
+    assert d.cause == "numerics"
+    assert "A in float32 on cpu, B in bfloat16 on cuda (NVIDIA H100 80GB HBM3)" in " ".join(d.evidence)
+    assert "precisions" not in " ".join(diverge(a, 0, a, 1).evidence)
+    assert ["dtype", "float32", "bfloat16"] in _settings(a.meta, b.meta)  # two uploads: "Settings that differ"
+    paired = pair(a, b)  # the Replay tab's two files (A seq 0, B seq 0, A seq 1, B seq 1): each keeps where it ran
+    assert "A in float32 on cpu, B in bfloat16 on cuda" in " ".join(diverge(paired, 0, paired, 3).evidence)
+    assert main(["diff", str(a.save(tmp_path / "a.json")), str(b.save(tmp_path / "b.json")), "--seq-b", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith(", float32 on cpu)") and out[1].endswith(", bfloat16 on cuda (NVIDIA H100 80GB HBM3))")
+
+
+def test_cli_replays_a_sample_in_another_precision(dllm, tmp_path, capsys) -> None:
+    """`python -m decoding replay`: one sample of a saved batched vote decoded again alone in bfloat16; it prints
+    what `replay_sample` finds with a bfloat16 model, and its saved trace says where it ran."""
+    import torch
+
+    from decoding.models import load
+    from decoding.replay import replay_sample
+
+    trace = _vote(dllm)
+    path = trace.save(tmp_path / "vote.json")
+    assert Trace.load(path).meta.dtype == "float32" and Trace.load(path).meta.device == "cpu"
+    argv = ["replay", str(path), "--seq", "1", "--dtype", "bfloat16", "--device", "cpu"]
+    assert main([*argv, "--out", str(tmp_path / "again.json")]) == 0
+    out = capsys.readouterr().out
+    _, d = replay_sample(load(dllm, "cpu", dtype=torch.bfloat16), trace, 1)
+    assert out.startswith(d.text()) and "float32 on cpu" in out and "bfloat16 on cpu" in out, out
+    assert Trace.load(tmp_path / "again.json").meta.dtype == "bfloat16"
+    assert main(["replay", str(path), "--seq", "7"]) == 2
+    assert "no sequence 7" in capsys.readouterr().err
+
+
+def test_bench_numerics_counts_each_replay(dllm, tmp_path, capsys) -> None:
+    """`python -m decoding.bench numerics`: every sample of each vote replayed alone per precision, counted once;
+    on the CPU in float32, batched against alone reproduces every sample (test above, and the engine's rows)."""
+    from decoding.bench import cli
+
+    out = tmp_path / "numerics.json"
+    cli(["numerics", "--model", dllm, "--n", "1", "--k", "2", "--gen-length", "32", "--dtypes", "float32,bfloat16",
+         "--out", str(out)])
+    result = json.loads(out.read_text())
+    rows = {r["dtype"]: r for r in result["rows"]}
+    assert rows["float32"]["samples"] == rows["bfloat16"]["samples"] >= 2
+    assert rows["float32"]["identical"] == rows["float32"]["samples"]
+    for row in rows.values():
+        assert row["identical"] + sum(row["causes"].values()) == row["samples"]
+    assert "| bfloat16 |" in capsys.readouterr().out
 
 
 def test_the_recorded_noise_is_the_engines_gumbel_draw(dllm) -> None:
