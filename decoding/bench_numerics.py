@@ -9,7 +9,7 @@ cause there (near-tie, numerics, ...), and whether its answer changed.
 
 Prints a markdown table and writes examples/bench/numerics.json:
 {"device", "reference_dtype", "rows": [{dtype, samples, identical, causes: {cause: n}, answer_changed,
-split_passes: [...]}], "problems", "k"}.
+split_passes: [...], reports: [{question, seq, text}] (the first splits' reports)}], "problems", "k"}.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+REPORTS = 3  # splits kept in full per precision
 OUT_PATH = Path(__file__).resolve().parent.parent / "examples" / "bench" / "numerics.json"
 
 
@@ -62,7 +63,7 @@ def main(args: argparse.Namespace) -> dict:
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     replayers = {d: load(args.model, reference.device, dtype=getattr(torch, d)) for d in dtypes}
     tallies = {d: {"dtype": d, "samples": 0, "identical": 0, "causes": Counter(), "answer_changed": 0,
-                   "split_passes": []} for d in dtypes}
+                   "split_passes": [], "reports": []} for d in dtypes}
     problems = pick_problems(args.n, args.seed)
     for problem in problems:
         trace = record_vote(reference, problem.question, args.k, args.gen_length, args.seed)
@@ -75,6 +76,8 @@ def main(args: argparse.Namespace) -> dict:
                 if not d.identical:
                     row["causes"][d.cause] += 1
                     row["split_passes"].append(d.pass_no)
+                    if len(row["reports"]) < REPORTS:  # the first few in full (`python -m decoding replay`'s text)
+                        row["reports"].append({"question": problem.question, "seq": seq, "text": d.text()})
                 row["answer_changed"] += d.a.answer != d.b.answer
     numerics = reference.numerics()
     result = {"device": numerics["device"], "reference_dtype": numerics["dtype"], "model": args.model,
