@@ -77,10 +77,12 @@ picked a non-argmax token" rests on the recorded distribution (the taken token i
 position from the start of the sample's decode (the engine has no mid-run pin), with the same seed. Forks of plain
 autoregressive traces and of greedy speculative ones (whose output is plain greedy decoding's) run from Python
 (`decoding/replay.py`), not from this tab; search traces draw all beams from one generator, so one beam cannot be
-re-drawn alone and is not forked. fp32 against
-bf16 on a GPU has not been measured. A replay or fork reproduces the original token for token only on the same
-dtype and device (and kernels): in bf16, or on another GPU, the logits differ slightly, and a near-tie or a sampled
-draw near its threshold can then go the other way (that is the *numerics* cause).
+re-drawn alone and is not forked. A replay or fork reproduces the original token for token only on the same dtype
+and device (and kernels): in bf16, or on another GPU, the logits differ slightly, and a near-tie or a sampled draw
+near its threshold can then go the other way (that is the *numerics* cause). Measured on an H100 (`python -m decoding.bench numerics`): of 124 dVoting samples
+recorded batched in bf16, all replayed alone in bf16 identically; in fp32, 4 split (3 changed their answer), each a
+sampled draw near the edge between two tokens. `python -m decoding replay TRACE --dtype float32` asks it of one
+sample.
 
 **Two runs from anywhere.** Two samples of the vote are the same prompt under two seeds (seed + sample number). To
 compare two methods, two settings or two seeds of any tab: download both runs' traces and give them to the
@@ -460,8 +462,13 @@ def _label(d: Divergence) -> None:
         d.evidence.append(f"top-2 margin {margin:.3f} < {d.threshold}: a small difference in the logits flips it")
     else:
         d.cause = "numerics"
-        d.evidence.append(f"top-2 margins {_f(a.margin)} and {_f(b.margin)} (>= {d.threshold}): the logits differ, "
-                          f"not only by a hair (batch shape, kernels or precision)")
+        if off and d.same_noise and not greedy:  # a sampled draw on the edge between two tokens
+            d.evidence.append(f"top-2 margins {_f(a.margin)} and {_f(b.margin)} (>= {d.threshold}), but the same draw "
+                              f"chose differently: a draw near the edge between two tokens is moved across by the "
+                              f"difference in the probabilities above (batch shape, kernels or precision)")
+        else:
+            d.evidence.append(f"top-2 margins {_f(a.margin)} and {_f(b.margin)} (>= {d.threshold}): the logits "
+                              f"differ, not only by a hair (batch shape, kernels or precision)")
     if off:
         d.notes.append(", ".join(f"{s.name} took a non-argmax token" for s in off) + " under the same noise")
 

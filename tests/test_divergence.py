@@ -92,6 +92,7 @@ def test_same_noise_is_not_sampling() -> None:
     b = _trace("diffusion", {0: [(1, [(0, 1, SURE)]), (2, [(1, 3, [(2, 0.6), (3, 0.35)])])]}, seed=5)
     d = diverge(a, 0, b, 0)
     assert d.same_noise and d.cause == "numerics" and "non-argmax" in " ".join(d.notes)
+    assert "the same draw chose differently" in " ".join(d.evidence)
     assert diverge(base, 0, base, 1).same_noise is False  # seeds 0 + 0 and 0 + 1
 
 
@@ -176,6 +177,7 @@ def test_a_split_between_precisions_names_both(tmp_path, capsys) -> None:
     d = diverge(a, 0, b, 1)
     assert d.cause == "numerics"
     assert "A in float32 on cpu, B in bfloat16 on cuda (NVIDIA H100 80GB HBM3)" in " ".join(d.evidence)
+    assert "not only by a hair" in " ".join(d.evidence)  # both took their argmax (a draw on an edge: above)
     assert "precisions" not in " ".join(diverge(a, 0, a, 1).evidence)
     assert ["dtype", "float32", "bfloat16"] in _settings(a.meta, b.meta)  # two uploads: "Settings that differ"
     paired = pair(a, b)  # the Replay tab's two files (A seq 0, B seq 0, A seq 1, B seq 1): each keeps where it ran
