@@ -7,7 +7,6 @@ click, hover / tick labels that show text as text, and text contrast of at least
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from pathlib import Path
@@ -189,8 +188,9 @@ def test_teaching_page(app_url: str, tmp_path: Path) -> None:
             page.locator(chip).scroll_into_view_if_needed()
             page.evaluate(REDRAWN, "#diffusion-canvas")
             page.evaluate(POINTER, ["pointerdown", chip])
-            with contextlib.suppress(sync_api.TimeoutError):  # (a run can end first: then a plain click)
-                page.wait_for_function("() => window.__dlRedrawn", timeout=5_000)
+            # a redraw, or the run's end (then it is a plain click)
+            page.wait_for_function("() => window.__dlRedrawn || /done|stopped/.test("
+                                   "document.querySelector('#diffusion-status').innerText)", timeout=10_000)
             page.evaluate(POINTER, ["pointerup", chip])  # on the chip that replaced it
             sync_api.expect(page.locator("#diffusion-topk .gtitle")).to_contain_text("position 1 of sample 3 (selected)")
             sync_api.expect(page.locator("#diffusion-option-sample input")).to_have_value("3")
