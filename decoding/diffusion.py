@@ -415,9 +415,12 @@ def leftmost_block(masked: torch.Tensor, block_length: int) -> tuple[torch.Tenso
 
 
 def step(adapter, x: torch.Tensor, prompt_length: int, mask_id: int, in_block: torch.Tensor, k: list[int] | None,
-         params: DiffusionParams, gens: list[torch.Generator], p_transfer: float = 1.0) -> StepState:
+         params: DiffusionParams, gens: list[torch.Generator], p_transfer: float = 1.0,
+         force: dict[int, int] | None = None) -> StepState:
     """One denoising pass over rows x = [prompt | answer]: predict, choose tokens, pick the commits.
-    Returns the StepState with `commit` set: x[:, prompt_length:] takes x0 where commit is True."""
+    Returns the StepState with `commit` set: x[:, prompt_length:] takes x0 where commit is True.
+    `force` {position: token} (a fork): the model's distribution there is replaced by certainty in that token
+    before anything is chosen, so the token is chosen, fully confident, and the noise is drawn as always."""
     answer = x[:, prompt_length:]
     masked = answer == mask_id
     rows = model_logits(adapter, x, prompt_length, mask_id, params.cfg_scale)
@@ -426,6 +429,12 @@ def step(adapter, x: torch.Tensor, prompt_length: int, mask_id: int, in_block: t
     # would copy it first: over the whole contiguous rows it is faster (on a GPU) than over the slice.
     probs = torch.softmax(logits if logits.is_contiguous() else rows, -1)[:, -logits.shape[1]:]
     entropy = entropy_of(logits, probs, exact=params.strategy == "entropy_threshold")
+    for pos, token in (force or {}).items():
+        logits[:, pos] = -torch.inf
+        logits[:, pos, token] = 0.0
+        probs[:, pos] = 0.0
+        probs[:, pos, token] = 1.0
+        entropy[:, pos] = 0.0
     logits[..., mask_id] = -torch.inf  # [MASK] is never the chosen token
     n_text = getattr(adapter, "text_vocab", None)
     if n_text and logits.shape[-1] > n_text:
@@ -468,13 +477,18 @@ def _text(adapter, ids: list[int]) -> str:
 def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, task=None,  # noqa: C901 -- one loop, read top to bottom like LLaDA's generate()
             init_canvas: list[list[int]] | None = None, should_stop: Callable[[], bool] | None = None,
             rows: list[int] | None = None, run_events: bool = True, first_step: int = 0,
-            recorder: Recorder | None = None) -> Generator[object, None, Decoded]:
+            recorder: Recorder | None = None, force: dict[int, int] | None = None,
+            force_from: int = 1) -> Generator[object, None, Decoded]:
     """Decode `prompt`: RunStart, per pass a `propose` and a `commit` delta per row, a finished Node per row,
     RunEnd (run events left out when run_events=False). `init_canvas[row][pos]`: mask_id where the row must be
     decoded; other tokens are kept (a `keep` delta). `rows` labels the batch rows (sample ids, also their seed
     offsets); steps are numbered from first_step + 1. `task.extract_answer` reads each row's answer. A run that
-    decodes several times (voting) passes its own `recorder`, so each token id is named once per trace."""
+    decodes several times (voting) passes its own `recorder`, so each token id is named once per trace.
+    `force` {position: token}: from this decode's pass `force_from` (1 = its first) on, every row takes that token
+    there (`step`'s force) until it is committed: a fork mid-run; the passes before it are the plain decode's."""
     if adapter.kind == "native_diffusion":
+        if force:
+            raise ValueError("a fork of the native DiffusionGemma sampler is not supported")
         from decoding.native_diffusion import denoise_native
 
         return (yield from denoise_native(adapter, prompt, params, seed, task=task, init_canvas=init_canvas,
@@ -542,12 +556,14 @@ def denoise(adapter, prompt: str, params: DiffusionParams, seed: int = 0, *, tas
                 first, in_block = leftmost_block(masked[work], params.block_length)
                 block, k = int(first.min()), None  # events carry one block: the leftmost
             # 2. One pass over the working rows: predict, choose, pick the commits (all on the device).
+            forced = force if force and step_no - first_step + 1 >= force_from else None
             if len(work) == n_rows:  # every row works (the usual case): no gather / scatter, no index copy
-                s = step(adapter, x, P, mask_id, in_block, k, params, gens, p_transfer)
+                s = step(adapter, x, P, mask_id, in_block, k, params, gens, p_transfer, forced)
                 x[:, P:] = torch.where(s.commit, s.x0, x[:, P:])
             else:
                 idx = torch.tensor(work, device=dev)
-                s = step(adapter, x[idx], P, mask_id, in_block, k, params, [gens[i] for i in work], p_transfer)
+                s = step(adapter, x[idx], P, mask_id, in_block, k, params, [gens[i] for i in work], p_transfer,
+                         forced)
                 x[idx, P:] = torch.where(s.commit, s.x0, x[idx, P:])
             step_no += 1
             nfe += per_pass

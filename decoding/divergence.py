@@ -51,7 +51,8 @@ INTRO = """**Where do two samples part, and why?** Run a vote (several samples o
 random seed), pick two samples, and see the first point where they commit different tokens, what the model said
 there on each side (top-k, entropy), what each side had already written that the other had not, and the cause:
 *different context*, *sampling* (the random draw picked a token that was not the most likely), *near-tie* or
-*numerics*. Then fork: pin the split to the other token and decode that sample again with the same seed. The same
+*numerics*. Then fork: force the other token at the split, from the pass that decided it, and decode that sample again
+with the same seed. The same
 analysis runs on two saved traces (two seeds, methods or settings): the **Replay a trace** tab's second file, or
 `python -m decoding diff A.json B.json`."""
 
@@ -73,8 +74,9 @@ noise, yet the probabilities differ).
 draw that large is and by how much it had to beat the most likely token's draw (the log-probability gap / T).
 
 **Where this differs from the issue.** Only the draw of the taken token is recorded, not the argmax's, so "the noise
-picked a non-argmax token" rests on the recorded distribution (the taken token is not the argmax). The fork pins a
-position from the start of the sample's decode (the engine has no mid-run pin), with the same seed. Forks of plain
+picked a non-argmax token" rests on the recorded distribution (the taken token is not the argmax). The fork forces
+the token by replacing the model's distribution at that position with certainty in it, from the pass that had
+committed the position on (the passes before it are decoded as they were, with the same seed and draws). Forks of plain
 autoregressive traces and of greedy speculative ones (whose output is plain greedy decoding's) run from Python
 (`decoding/replay.py`), not from this tab; search traces draw all beams from one generator, so one beam cannot be
 re-drawn alone and is not forked. A replay or fork reproduces the original token for token only on the same dtype
@@ -91,9 +93,10 @@ its file, with the settings that differ; no model is loaded, so there is no fork
 `python -m decoding diff A.json B.json`.
 
 **Fork.** Set *Fork: sample*, *position* and *alternative* (the split line says which to pick to take the other
-sample's token) and Run: after the vote, that sample is decoded again, alone, with the same seed and that position
-pinned to its k-th most likely token there; the Fork panel shows the new answer, every position that changed and
-the vote recounted with the new answer (later dVoting samples are not re-decoded). Alternative 0 pins nothing: the
+sample's token) and Run: after the vote, that sample is decoded again, alone, with the same seed: its passes up to
+the one that committed that position as they were, and from that pass on the position forced to its k-th most
+likely token there. The Fork panel shows the new answer, every position that changed and the vote recounted with
+the new answer (later dVoting samples are not re-decoded). Alternative 0 forces nothing: the
 sample is decoded alone by its seed, and the panel says whether that reproduces its run in the vote token for token
 (batched against alone: where it does not, the cause at the split says why)."""
 

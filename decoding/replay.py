@@ -1,14 +1,16 @@
 """Replay by seed and counterfactual forks: re-decode one sequence of a trace and diff it against the original.
 
     replayed, d = replay_sample(adapter, trace, seq)          # alone, from its recorded seed: d.identical?
-    forked, d = fork(adapter, trace, seq, pos, token)         # force a token / pin a position, same seed
+    forked, d = fork(adapter, trace, seq, pos, token)         # force a token from where it was decided, same seed
 
 Both rebuild the decode from the trace alone: its prompt ids, `meta.params` and `meta.seed`; the engines seed
 row r with seed + r, so a sample decoded alone with `rows=[r]` draws the same noise as in its batch.
 
 - diffusion and voting traces (the masked-diffusion engine): the sample's start canvas is its `keep` delta
-  (dVoting's later samples), everything else masked; a fork pins `pos` to `token` in that start canvas (and,
-  `at_pass` > 1, every token the sample had committed before that pass), then decodes with the same seed;
+  (dVoting's later samples), everything else masked; a fork decodes with the same seed, its passes before
+  `at_pass` (default: the pass that committed `pos`) as they were, and from that pass on forces `token` at `pos`
+  (the model's distribution there replaced by certainty, the noise drawn as always, so it stays aligned): the
+  counterfactual "had this pass taken `token` there";
 - autoregressive traces (plain decoding, `decoding/autoregressive.py`): the same seed and sampling settings; a
   fork decodes freely up to `pos` (same noise, so the prefix must come out unchanged), forces `token` there (the
   sampler still draws that step's uniform, so the noise stays aligned), then decodes freely on;
@@ -59,27 +61,23 @@ def _kept(trace: Trace, seq: int) -> dict[int, int]:
             for p, t in zip(e.pos, e.ids)}
 
 
-def _committed_before(trace: Trace, seq: int, at_pass: int) -> dict[int, int]:
-    """The tokens `seq` had committed before its own pass `at_pass` (1 = its first)."""
-    out, steps = {}, []
+def commit_pass(trace: Trace, seq: int, pos: int) -> int | None:
+    """The sequence's own pass (1 = its first) that committed position `pos` (None: it never did)."""
+    steps: list[int] = []
     for e in trace.events:
         if not isinstance(e, Tokens) or e.seq != seq or e.action == "keep":
             continue
         if not steps or steps[-1] != e.step:
             steps.append(e.step)
-        if len(steps) >= at_pass:
-            break
-        if e.action in ("commit", "accept"):
-            out.update(zip(e.pos, e.ids))
-        elif e.action in ("remask", "reject"):
-            for p in e.pos:
-                out.pop(p, None)
-    return out
+        if e.action in ("commit", "accept") and pos in e.pos:
+            return len(steps)
+    return None
 
 
-def _decode(adapter, trace: Trace, seq: int, pins: dict[int, int] | None = None, force: tuple[int, int] | None = None,
+def _decode(adapter, trace: Trace, seq: int, force: tuple[int, int] | None = None, at_pass: int = 1,
             task=None) -> Trace:
-    """One sequence decoded alone as the trace's method did it, into a new trace (same meta, same seq id)."""
+    """One sequence decoded alone as the trace's method did it, into a new trace (same meta, same seq id);
+    `force` (pos, token): from the sequence's own pass `at_pass` (diffusion) or at position pos (autoregressive)."""
     start = _start(trace)
     out = Trace(trace.meta.model_copy(deep=True, update=adapter.numerics()))  # where this decode ran
     if task is None and trace.meta.task:
@@ -93,12 +91,12 @@ def _decode(adapter, trace: Trace, seq: int, pins: dict[int, int] | None = None,
             raise ValueError("a diffusion trace needs a masked-diffusion model to replay")
         params = _engine_params(trace)
         canvas = [adapter.mask_id] * params.gen_length
-        for p, t in {**_kept(trace, seq), **(pins or {})}.items():
+        for p, t in _kept(trace, seq).items():
             if 0 <= p < params.gen_length:
                 canvas[p] = t
         out.add(start.model_copy(update={"rows": 1}))
         gen = denoise(adapter, start.prompt, params, trace.meta.seed, task=task, init_canvas=[canvas], rows=[seq],
-                      run_events=False)
+                      run_events=False, force=dict([force]) if force else None, force_from=at_pass)
     elif trace.meta.method in AR_METHODS + SPEC_METHODS:
         from decoding.autoregressive import generate
 
@@ -148,14 +146,15 @@ def replay_sample(adapter, trace: Trace, seq: int, *, task=None) -> tuple[Trace,
     return replayed, diverge(trace, seq, replayed, seq, labels=("original", "replayed alone"))
 
 
-def fork(adapter, trace: Trace, seq: int, pos: int, token: int, *, at_pass: int = 1,
+def fork(adapter, trace: Trace, seq: int, pos: int, token: int, *, at_pass: int | None = None,
          task=None) -> tuple[Trace, Divergence]:
     """Force `token` at position `pos` of sequence `seq` and re-decode with the same seed; the Divergence is the new
-    run against the original. Diffusion: the token is pinned from the start, with (`at_pass` > 1) everything the
-    sample had committed before its pass `at_pass`; autoregressive: forced when the decoder reaches `pos`."""
+    run against the original. Diffusion: the passes before `at_pass` (the sequence's own count; default: the pass
+    that committed `pos`, `commit_pass`) are decoded as they were, from it on `pos` takes `token` (`denoise`'s
+    force); autoregressive: forced when the decoder reaches `pos`."""
     if trace.meta.method in ENGINE_METHODS:
-        pins = _committed_before(trace, seq, at_pass) if at_pass > 1 else {}
-        forked = _decode(adapter, trace, seq, pins={**pins, pos: token}, task=task)
+        at_pass = at_pass if at_pass is not None else commit_pass(trace, seq, pos) or 1
+        forked = _decode(adapter, trace, seq, force=(pos, token), at_pass=at_pass, task=task)
     else:
         forked = _decode(adapter, trace, seq, force=(pos, token), task=task)
     d = diverge(trace, seq, forked, seq, labels=("original", f"fork (pos {pos} forced)"))
@@ -170,15 +169,17 @@ def fork(adapter, trace: Trace, seq: int, pos: int, token: int, *, at_pass: int 
 
 class DivergenceParams(VotingParams):
     """A vote (voting's parameters), then optionally a fork: sample `fork_sample` re-decoded alone with the same
-    seed, position `fork_position` pinned to its top-k alternative no. `fork_rank` there (0: nothing pinned, a
+    seed, position `fork_position` forced to its top-k alternative no. `fork_rank` there from the pass that had
+    committed it (0: nothing forced, a
     replay of the sample alone by its seed, against its batched run)."""
 
     fork_sample: int = ui(0, "Fork: sample to re-decode (0 = no fork)", 0, 9, 1,
-                          help="After the vote, re-decode this sample with one position pinned (same seed).")
-    fork_position: int = ui(0, "Fork: position to pin", 0, 511, 1,
-                            help="Which answer position to pin (the split's position is shown above the samples).")
-    fork_rank: int = ui(1, "Fork: pin its alternative no. (1 = most likely; 0 = pin nothing: replay alone)", 0, 20, 1,
-                        help="The sample's top-k entry at that position to pin instead of what it took. 0: pin "
+                          help="After the vote, re-decode this sample with one position forced to another token "
+                               "from the pass that decided it (same seed; the passes before it as they were).")
+    fork_position: int = ui(0, "Fork: position to force", 0, 511, 1,
+                            help="Which answer position to force (the split's position is shown above the samples).")
+    fork_rank: int = ui(1, "Fork: force its alternative no. (1 = most likely; 0 = force nothing: replay alone)", 0, 20,
+                        1, help="The sample's top-k entry at that position to force instead of what it took. 0: force "
                              "nothing, and see whether the sample decoded alone reproduces its batched run.")
 
 
@@ -209,7 +210,7 @@ def decode_divergence(adapter, prompt: str, params: DivergenceParams, *, task=No
         return
     seq, pos = params.fork_sample - 1, params.fork_position
     state = Fold(Trace(Meta(model="", method="voting"), events)).latest()
-    replay = params.fork_rank == 0  # pin nothing: the sample alone, against its batched run (numerics)
+    replay = params.fork_rank == 0  # force nothing: the sample alone, against its batched run (numerics)
     if seq not in state.seqs or (not replay and (not 0 <= pos < len(state.seqs[seq].ids) or not state.seqs[seq].top[pos])):
         yield end.model_copy(update={"summary": {**end.summary, "fork": f"no sample {seq + 1} / position {pos} "
                                                  "with recorded alternatives to fork"}})
@@ -217,15 +218,18 @@ def decode_divergence(adapter, prompt: str, params: DivergenceParams, *, task=No
     canvas = [adapter.mask_id] * params.gen_length
     for p in state.seqs[seq].kept:
         canvas[p] = state.seqs[seq].ids[p]
-    token = None
-    if not replay:
+    token, at_pass = None, 1
+    if not replay:  # forced from the pass that decided the position; the passes before it as they were
         top_ids = state.seqs[seq].top[pos][0]
-        token = canvas[pos] = top_ids[min(params.fork_rank, len(top_ids)) - 1]
+        token = top_ids[min(params.fork_rank, len(top_ids)) - 1]
+        at_pass = commit_pass(Trace(Meta(model="", method="voting"), events), seq, pos) or 1
     rec = Recorder(adapter.token_text)
     rec.named = {i for e in events if isinstance(e, Vocab) for i in e.ids}
     # rows=[FORK_SEQ] labels the row; the seed offset makes its generator seed + seq, the sample's own
     done = yield from denoise(adapter, prompt, _vote_params(params).diffusion(1), seed + seq - FORK_SEQ, task=task,
                               init_canvas=[canvas], rows=[FORK_SEQ], run_events=False, first_step=state.step,
-                              recorder=rec, should_stop=should_stop)
+                              recorder=rec, should_stop=should_stop, force={pos: token} if token is not None else None,
+                              force_from=at_pass)
     yield end.model_copy(update={"nfe": end.nfe + done.row_nfe[0], "stopped": done.stopped, "summary": {
-        **end.summary, "fork": {"sample": seq + 1, "position": pos, "token": token, "answer": done.answers[0]}}})
+        **end.summary, "fork": {"sample": seq + 1, "position": pos, "token": token, "pass": at_pass,
+                                "answer": done.answers[0]}}})

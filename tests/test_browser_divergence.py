@@ -53,17 +53,18 @@ def test_divergence_tab_marks_the_split_and_its_cause(app_url: str, dllm: str, t
             assert "Gumbel draw at '6' was g = +5.38" in cause.inner_text()  # the recorded noise, as evidence
             page.screenshot(path=str(OUT / "divergence-sampling.png"), full_page=True)  # (README's picture)
         hint = re.search(r"To fork here: Fork sample (\d+), position (\d+), alternative (\d+)", split.inner_text())
-        if hint:  # fork at the split: sample A re-decoded with B's token pinned there, same seed
+        if hint:  # fork at the split: sample A re-decoded with B's token forced there from that pass on, same seed
             for name, value in zip(("fork-sample", "fork-position", "fork-rank"), hint.groups()):
                 set_slider(page, f"divergence-{name}", int(value))
             page.locator("#divergence-run").click()
             fork = page.locator("#divergence-fork")
             sync_api.expect(fork).to_contain_text("New answer", timeout=RUN_TIMEOUT * 1000)
-            assert f"position {hint[2]} pinned" in fork.inner_text()
-            assert fork.locator("span[title^='position']").count() >= 2  # the pinned position marked on both rows
+            assert f"position {hint[2]} forced" in fork.inner_text()
+            assert fork.locator("span[title^='position']").count() >= 2  # the forced position marked on both rows
             # "New answer" appears once the fork has finished: a live frame says "Still decoding" (a full-suite run
             # once read a mid-fork frame, "New answer #None … 52 other position(s) changed", issue 14)
-            if SHIPPED_ZOO.is_file():  # sample 1's '6' pinned to '0' at position 47: #483 becomes the vote's #423
+            if SHIPPED_ZOO.is_file():  # sample 1's '6' forced to '0' at position 47: #483 becomes the vote's #423
+                assert "from its pass 7 on" in fork.inner_text()  # the pass that had decided it; 1-6 as they were
                 assert "New answer #423 (was #483)" in fork.inner_text(), fork.inner_text()
                 assert "#423 ×4 · #413 ×1: the vote's answer stays #423" in fork.inner_text()  # the tally, recounted
             page.screenshot(path=str(OUT / "divergence-fork.png"), full_page=True)

@@ -161,11 +161,43 @@ def test_replay_by_seed_reproduces_a_batched_dvoting_sample(dllm) -> None:
         replayed, d = replay_sample(adapter, trace, seq)
         assert d.identical, d.text()
         assert _Walk(Fold(trace).latest(), seq).timeline == _Walk(Fold(replayed).latest(), seq).timeline  # same passes
-    # A diffusion fork: pin the last position of sample 1 to another token, same seed; the pin holds.
+    # A diffusion fork: force the last position of sample 1 to another token, same seed; the token holds.
     tokens = diverge(trace, 1, trace, 1).a.tokens
     other = next(t for t in (adapter.eos_ids[0], *range(5, 40)) if t != tokens[-1] and t != adapter.mask_id)
     _, d = fork(adapter, trace, 1, len(tokens) - 1, other)
     assert d.b.tokens[-1] == other and any(s.pos == len(tokens) - 1 for s in d.splits)
+
+
+def _commits_by_pass(trace: Trace, seq: int) -> list[list[tuple[int, int]]]:
+    """The sequence's commits, one list of (position, token) per own pass."""
+    passes: dict[int, list[tuple[int, int]]] = {}
+    for e in trace.events:
+        if isinstance(e, Tokens) and e.seq == seq and e.action != "keep":
+            passes.setdefault(e.step, []).extend(zip(e.pos, e.ids) if e.action == "commit" else [])
+    return [passes[s] for s in sorted(passes)]
+
+
+def test_a_diffusion_fork_keeps_the_passes_before_it(dllm) -> None:
+    """A fork at a position forces its token from the pass that had committed it: every earlier pass commits what it
+    did, that pass commits the forced token, and the noise stays aligned (the same draws, so a fork to the token the
+    sample took anyway reproduces it)."""
+    from decoding.models import load
+    from decoding.replay import commit_pass, fork
+
+    adapter, trace = load(dllm), _vote(dllm)
+    before = _commits_by_pass(trace, 0)
+    at = len(before) // 2  # a pass in the middle (0-based), and a position it committed
+    assert at >= 1 and before[at], [len(b) for b in before]
+    pos = before[at][0][0]
+    assert commit_pass(trace, 0, pos) == at + 1
+    top = Fold(trace).latest().seqs[0].top[pos][0]
+    other = next(t for t in top if t != dict(before[at])[pos])
+    forked, d = fork(adapter, trace, 0, pos, other)
+    after = _commits_by_pass(forked, 0)
+    assert after[:at] == before[:at]  # the passes before it as they were
+    assert dict(after[at])[pos] == other and d.b.tokens[pos] == other
+    same, d_same = fork(adapter, trace, 0, pos, dict(before[at])[pos])  # forcing what it took: nothing changes
+    assert d_same.identical and _commits_by_pass(same, 0) == before
 
 
 def test_a_split_between_precisions_names_both(tmp_path, capsys) -> None:

@@ -26,7 +26,7 @@ PANELS = [
     Panel("topk", "html", "What the model said at the split", placeholder=""),
     Panel("fork", "html", "Fork: what if a sample had taken another token",
           placeholder='<div class="dl-wait">Set the three Fork parameters (under the vote\'s settings) and Run: the '
-                      "sample is re-decoded with the same seed and that position pinned.</div>"),
+                      "sample is re-decoded with the same seed and that position forced from the pass that decided it.</div>"),
 ]
 OPTIONS = [
     Option("sample_a", 1, "Sample A", minimum=1),
@@ -99,7 +99,7 @@ def render(state: State, meta: Meta | None, *, plots: bool = True, sample_a: flo
 
 
 def fork_html(state: State, meta: Meta | None) -> str:
-    """The fork (sequence FORK_SEQ) against the sample it re-decoded: the pin, both answers, what changed. Until the
+    """The fork (sequence FORK_SEQ) against the sample it re-decoded: the forced token, both answers, what changed. Until the
     fork's node arrives (a live or scrubbed frame) it is still decoding: no answer yet, only what it has committed."""
     info = state.end.summary.get("fork") if state.end is not None else None
     if isinstance(info, str):  # the decoder's reason for not forking (e.g. no such sample or position)
@@ -120,8 +120,11 @@ def fork_html(state: State, meta: Meta | None) -> str:
     pos = int(meta.params.get("fork_position", 0) or 0)
     was, now = d.a.tokens[pos] if pos < len(d.a.tokens) else None, d.b.tokens[pos] if pos < len(d.b.tokens) else None
     changed = [s.pos for s in d.splits if s.pos != pos and s.token_b is not None]
-    head = (f"Fork of sample {sample + 1}: position {pos} pinned to <b>{label(d.b.text_of(now))}</b> (it had "
-            f"{label(d.a.text_of(was))}), same seed. ")
+    at = info.get("pass") if isinstance(info, dict) else None
+    when = (f"from its pass {at} on (passes before it as they were)" if isinstance(at, int) and at > 1 else
+            "from its first pass")  # (traces from before mid-run forks say no pass: pinned from the start)
+    head = (f"Fork of sample {sample + 1}: position {pos} forced to <b>{label(d.b.text_of(now))}</b> {when} (it "
+            f"had {label(d.a.text_of(was))}), same seed. ")
     if node is None:  # mid-run: uncommitted positions are not changes, and there is no answer yet
         left = sum(t is None for t in d.b.tokens)
         head += (f"<b>Still decoding</b>: {left} position(s) to go; {len(changed)} committed position(s) differ "
@@ -138,7 +141,7 @@ def fork_html(state: State, meta: Meta | None) -> str:
 
 
 def _replay_html(d: Divergence, sample: int, node: Node | None, batched: bool) -> str:
-    """Sample `sample` re-decoded alone by its seed (nothing pinned) against its run in the vote."""
+    """Sample `sample` re-decoded alone by its seed (nothing forced) against its run in the vote."""
     head = (f"Replay of sample {sample + 1} alone, by its seed (the vote decoded it "
             f"{'in a batch with others' if batched else 'as one row, after the samples before it'}): ")
     if node is None:
