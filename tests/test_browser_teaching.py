@@ -86,10 +86,13 @@ LABELS = """(selector) => {
 }"""
 
 
+# Any change of the panel's content: Gradio 6 patches a live HTML panel in place (chip text and classes change,
+# the nodes stay) and replaces nodes only where the structure changes (a tail folds at the end).
 REDRAWN = """(selector) => {
     window.__dlRedrawn = false;
     new MutationObserver((_, observer) => { window.__dlRedrawn = true; observer.disconnect(); })
-        .observe(document.querySelector(selector), {subtree: true, childList: true});
+        .observe(document.querySelector(selector), {subtree: true, childList: true, characterData: true,
+                                                    attributes: true});
 }"""
 
 
@@ -206,9 +209,10 @@ def test_teaching_page(app_url: str, tmp_path: Path) -> None:
                 sync_api.expect(page.locator("#model-info")).to_contain_text("loaded")
                 picked = model
             name = page.locator(".dl-run:visible").get_attribute("id").removesuffix("-run")
-            if name == "diffusion":  # 4 samples side by side: a run long enough to explore while it goes
-                page.get_by_text("More parameters").locator("visible=true").first.click()
+            if name == "diffusion":  # 4 samples side by side, 80 steps: a run long enough to explore while it goes,
+                page.get_by_text("More parameters").locator("visible=true").first.click()  # and to screenshot after
                 set_slider(page, "diffusion-batch", 4)
+                set_slider(page, "diffusion-steps", 80)
                 page.evaluate(LABELS, "#diffusion-scrub")  # every label the scrubber shows
             t0 = time.monotonic()
             status, caught = run_tab(page, name, diffusion_live if name == "diffusion" else None)

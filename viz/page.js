@@ -4,12 +4,12 @@
 // tab's `position` and `sample` options and redraws. A click on a folded tail ("EOS × 60") opens or closes every
 // folded tail of the panel; the class sits on the panel, so it survives the live redraws of its content.
 //
-// A chip is selected on press and release, not on 'click': a live run redraws the panel ~10 times a second, and
-// when a redraw replaces the chip between press and release, the browser's click goes to no chip and was lost
-// (tests/test_browser_teaching.py presses, waits for a redraw, then releases). The press remembers its chip and
-// captures the pointer on the panel, so the release reaches it even when the layout has moved it from under the
-// pointer (the run's end folds EOS tails: the rows shrink); a release near the press (no drag; a scroll cancels
-// the pointer) selects the chip.
+// A chip is selected on press and release, not on 'click': a live run redraws the panel ~10 times a second.
+// Gradio 6 patches the panel in place (chip text and classes change, the nodes stay), but where the structure
+// changes (the run's end folds the EOS tails) nodes are replaced and the rows shrink, so the chip under a held
+// pointer can be gone or elsewhere by the release. The press remembers its chip and captures the pointer on the
+// panel, so the release reaches it wherever the pointer now is; a release near the press (no drag; a scroll
+// cancels the pointer) selects the chip (tests/test_browser_teaching.py presses, waits for a redraw, releases).
 const chipOf = (target) => {
   const chip = target instanceof Element ? target.closest('[data-p]') : null;
   const row = chip && chip.closest('[data-s]');
