@@ -312,8 +312,11 @@ def runs_on(meta: Meta, seq: int = 0) -> str | None:
     """Where a sequence's logits were computed, "bfloat16 on cuda (…)", when its trace says (a pair trace: its
     source's)."""
     if (src := _source(meta, seq)) is not None:
-        return src.get("runs_on") if isinstance(src.get("runs_on"), str) else None
-    return f"{meta.dtype or '?'} on {meta.device or '?'}"[:120] if meta.dtype or meta.device else None
+        text = src.get("runs_on") if isinstance(src.get("runs_on"), str) else None
+    else:
+        text = f"{meta.dtype or '?'} on {meta.device or '?'}" if meta.dtype or meta.device else None
+    # from a file, so untrusted: printable characters only (the CLI prints it to a terminal), and short
+    return "".join(c if c.isprintable() else "?" for c in text[:120]) if text else None
 
 
 def _temperature(meta: Meta, seq: int = 0) -> float | None:

@@ -200,6 +200,12 @@ def test_a_diffusion_fork_keeps_the_passes_before_it(dllm) -> None:
     assert d_same.identical and _commits_by_pass(same, 0) == before
 
 
+def main_text(a: Trace, b: Trace, tmp_path, capsys) -> str:
+    """What `python -m decoding diff a b --seq-b 1` prints."""
+    assert main(["diff", str(a.save(tmp_path / "a.json")), str(b.save(tmp_path / "b.json")), "--seq-b", "1"]) == 0
+    return capsys.readouterr().out
+
+
 def test_a_split_between_precisions_names_both(tmp_path, capsys) -> None:
     """Traces say where their logits were computed (meta.device, meta.dtype); a same-context split between two
     precisions names both in its evidence, and the CLI's report in its header. The same precision: not said."""
@@ -212,10 +218,12 @@ def test_a_split_between_precisions_names_both(tmp_path, capsys) -> None:
     assert "not only by a hair" in " ".join(d.evidence)  # both took their argmax (a draw on an edge: above)
     assert "precisions" not in " ".join(diverge(a, 0, a, 1).evidence)
     assert ["dtype", "float32", "bfloat16"] in _settings(a.meta, b.meta)  # two uploads: "Settings that differ"
+    b.meta = b.meta.model_copy(update={"device": "cuda\x1b[2J (NVIDIA H100 80GB HBM3)"})  # a terminal escape
+    assert "\x1b" not in main_text(a, b, tmp_path, capsys)
+    b.meta = b.meta.model_copy(update={"device": "cuda (NVIDIA H100 80GB HBM3)"})
     paired = pair(a, b)  # the Replay tab's two files (A seq 0, B seq 0, A seq 1, B seq 1): each keeps where it ran
     assert "A in float32 on cpu, B in bfloat16 on cuda" in " ".join(diverge(paired, 0, paired, 3).evidence)
-    assert main(["diff", str(a.save(tmp_path / "a.json")), str(b.save(tmp_path / "b.json")), "--seq-b", "1"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    out = main_text(a, b, tmp_path, capsys).splitlines()
     assert out[0].endswith(", float32 on cpu)") and out[1].endswith(", bfloat16 on cuda (NVIDIA H100 80GB HBM3))")
 
 
@@ -356,7 +364,7 @@ def test_the_tab_fork_shows_an_answer_only_once_finished_and_is_deterministic(dl
     assert "The vote:" in panels[-1] and "in sample 1's place" in panels[-1]  # the tally with the fork's answer
     again = run()
     assert [e for e in again.events if isinstance(e, Tokens)] == [e for e in trace.events if isinstance(e, Tokens)]
-    # alternative 0 pins nothing: the tab's replay of a batched sample alone, by its seed, reproduces it
+    # alternative 0 forces nothing: the tab's replay of a batched sample alone, by its seed, reproduces it
     params = params.model_copy(update={"fork_sample": 2, "fork_rank": 0, "batched": True})
     trace = run()
     replayed = fork_html(TraceView(trace).latest(), trace.meta)

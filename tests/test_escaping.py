@@ -106,7 +106,7 @@ def hostile_trace(d) -> tuple[Trace, list[str]]:
     texts = [h() for _ in range(6)]
     meta = Meta(model=h(), method=d.draw(st.sampled_from(["diffusion", "voting"])),
                 params={"strategy": h(), "k": 3, "steps": 3, h(): h(), "list": [h()]}, seed=1, task=h(),
-                expected=h(), versions={h(): h()})
+                expected=h(), versions={h(): h()}, device=h(), dtype=h())
     trace = Trace(meta)
     prompt = h()
     trace.add(RunStart(method=h(), prompt=prompt, prompt_ids=[1], rows=2, length=6, mask_id=None))
