@@ -309,7 +309,16 @@ def _error_outputs(tab: Tab, message: str) -> list:
 # ---------------------------------------------------------------- the generic handlers
 
 
-def _start(tab: Tab, model: str, prompt: str, values: dict, seed: float | None) -> live.LiveRun:
+def slow_motion_pace(steps_per_second: object) -> float:
+    """Seconds each step is held (`live.LiveRun`'s pace) for the page's slow-motion slider: 0 (or anything that is
+    not a positive number) = full speed."""
+    if isinstance(steps_per_second, bool) or not isinstance(steps_per_second, (int, float)) or \
+            not 0 < steps_per_second <= SLOW_MOTION_MAX:
+        return 0.0
+    return 1.0 / float(steps_per_second)
+
+
+def _start(tab: Tab, model: str, prompt: str, values: dict, seed: float | None, pace: float = 0.0) -> live.LiveRun:
     """Validate, load, format the prompt through the task, start the decoder in a thread. ValueError with a
     message a user can act on."""
     method = tab.method
@@ -336,7 +345,7 @@ def _start(tab: Tab, model: str, prompt: str, values: dict, seed: float | None) 
     trace = Trace.new(model, method.name, params.model_dump(mode="json"), int(seed), task=task.name,
                       expected=task.expected_answer(prompt), **adapter.numerics())
     return live.LiveRun(trace, lambda should_stop: method.decode(adapter, text, params, task=task, seed=int(seed),
-                                                                 should_stop=should_stop))
+                                                                 should_stop=should_stop), pace=pace)
 
 
 def _split(tab: Tab, values: dict) -> tuple[dict, dict]:
@@ -395,9 +404,11 @@ def _stream(tab: Tab, run: live.LiveRun, options: dict) -> Iterator[list]:
 @gpu  # ZeroGPU: a GPU is attached while a run streams (a no-op without the `spaces` package)
 def run_tab(tab: Tab, model: str, prompt: str, values: dict, request: gr.Request | None) -> Iterator[list]:
     """Run button of any tab: start this tab's run (stopping only this tab's previous run) and stream it."""
+    values = dict(values)
+    pace = slow_motion_pace(values.pop("slow_motion", 0))
     params, options = _split(tab, values)
     try:
-        run = _start(tab, model, prompt, params, values.get("seed"))
+        run = _start(tab, model, prompt, params, values.get("seed"), pace)
     except (ValueError, TypeError) as e:  # ModelLoadError is a ValueError
         yield _error_outputs(tab, str(e))
         return
@@ -433,6 +444,7 @@ def scrub_tab(tab: Tab, view: live.TraceView | None, frame: float | None, option
     return _render(tab, view.at(int(frame)), view.meta, options)
 
 
+SLOW_MOTION_MAX = 20  # steps per second the slow-motion slider offers at most
 LIVE = -1  # the scrubber's value while a run streams: "the latest step", whichever that is when a handler runs
 
 
@@ -713,7 +725,7 @@ def _panels(prefix: str, panels: list[Panel], after_first=None) -> list:
     return out
 
 
-def _method_tab(tab: Tab, model: gr.Dropdown) -> None:
+def _method_tab(tab: Tab, model: gr.Dropdown, slow_motion: gr.Slider) -> None:
     method = tab.method
     with gr.Tab(method.title, id=method.name):
         if method.intro:
@@ -780,7 +792,8 @@ def _method_tab(tab: Tab, model: gr.Dropdown) -> None:
         chosen = chip_options(options, evt._data)
         return [*(chosen[n] for n in options), *scrub_tab(tab, view, step_or_live(frame), chosen, _session(request))]
 
-    event = run.click(run_fn, [model, prompt], outputs, inputs_kwargs={**params, "seed": seed, **options},
+    event = run.click(run_fn, [model, prompt], outputs,
+                      inputs_kwargs={**params, "seed": seed, "slow_motion": slow_motion, **options},
                       api_name=f"run_{tab.name}", show_progress="minimal")
     stop.click(stop_fn, None, outputs, inputs_kwargs=options, cancels=[event], api_name=f"stop_{tab.name}",
                concurrency_limit=None)
@@ -885,10 +898,13 @@ def build(allow_models: typing.Sequence[str] = ()) -> gr.Blocks:
             model = gr.Dropdown(choices, value=choices[0][1], label="Model (zoo first; hub models need their weights)",
                                 allow_custom_value=True, scale=2, elem_id="model")
             model_info = gr.Markdown("", elem_id="model-info")
+            # the zoo decodes a run in about a second: too fast to watch it live in a classroom
+            slow_motion = gr.Slider(0, SLOW_MOTION_MAX, value=0, step=1, scale=1, elem_id="slow-motion",
+                                    label="Slow motion: steps per second while a run is shown live (0 = full speed)")
         model.change(model_status, model, model_info, concurrency_limit=1)
         with gr.Tabs():
             for tab in tabs.values():
-                _method_tab(tab, model)
+                _method_tab(tab, model, slow_motion)
             _replay_tab(tabs)
         with gr.Accordion("About these methods (and where this app deviates from the papers)", open=False):
             gr.Markdown(_about(tabs))

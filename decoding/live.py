@@ -33,7 +33,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 
 from decoding.fold import Fold, State
-from decoding.trace import Selection, Trace
+from decoding.trace import RunEnd, Selection, Trace
 
 # seconds between streamed updates: ~12/s for HTML; the plots every 2 s (a plotly redraw of three figures costs the
 # browser several times what the canvas does: python -m viz.bench_browser)
@@ -98,8 +98,11 @@ class LiveRun:
     `error` holds "Type: message" when the decoder raised, `input_error` is True when that was a ValueError
     before any event (a bad prompt or setting the decoder refused: shown as the user's mistake, not a crash)."""
 
-    def __init__(self, trace: Trace, events: Callable[[Callable[[], bool]], Iterable]):
+    def __init__(self, trace: Trace, events: Callable[[Callable[[], bool]], Iterable], pace: float = 0.0):
         self.trace = trace
+        # slow motion (a classroom watching the zoo, whose runs take a second): each new step is held until `pace`
+        # seconds after the previous one began; `paused` sums the holds (taken out of the RunEnd's seconds)
+        self.pace, self.paused = max(0.0, float(pace)), 0.0
         self.view = TraceView(trace)
         self.stop, self.done = threading.Event(), threading.Event()
         self.error: str | None = None
@@ -118,13 +121,32 @@ class LiveRun:
 
     def _run(self, events: Callable[[Callable[[], bool]], Iterable]) -> None:
         try:
-            for event in events(self.stop.is_set):
+            for event in self._paced(events(self.stop.is_set)):
                 self.trace.add(event)
         except Exception as e:
             self.input_error = isinstance(e, ValueError) and not self.trace.events
             self.error = str(e) if self.input_error else f"{type(e).__name__}: {e}"
         finally:
             self.done.set()
+
+    def _paced(self, events: Iterable) -> Iterator:
+        """The decoder's events, in slow motion when `pace` > 0. The decoder is suspended while a step is held, and
+        the decoders time a run as the wall time around their loop, so the holds are taken out of RunEnd.seconds."""
+        if not self.pace:
+            yield from events
+            return
+        step, due = None, 0.0
+        for event in events:
+            at = getattr(event, "step", None)
+            if isinstance(at, int) and at != step:
+                if step is not None:
+                    t0 = time.monotonic()
+                    self.stop.wait(max(0.0, due - t0))  # Stop cuts a hold short
+                    self.paused += time.monotonic() - t0
+                step, due = at, time.monotonic() + self.pace
+            if isinstance(event, RunEnd):
+                event = event.model_copy(update={"seconds": round(max(0.0, event.seconds - self.paused), 4)})
+            yield event
 
     def set_options(self, options: dict) -> bool:
         """Hand the page's view options to the stream; False when its final views were already taken (the caller

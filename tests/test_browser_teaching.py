@@ -107,6 +107,10 @@ POINTER = """([type, selector]) => {  // a mouse event at the press's point (the
 }"""
 
 
+# the slow-motion slider per tab (steps per second): the default runs take 8 (speculative, search) to 40 steps
+SLOW_MOTION = {"diffusion": 16, "voting": 12, "speculative": 3, "search": 3, "harp": 20, "divergence": 12, "toy": 3}
+
+
 def shoot(page, name: str, anchor: str, full: bool = False) -> None:
     """Screenshots at 1400 px (the whole page when `full`) and at 390 px (the page is resized and back), the
     viewport ones with `anchor` (the tab's status line, above its views) scrolled to the top."""
@@ -209,11 +213,12 @@ def test_teaching_page(app_url: str, tmp_path: Path) -> None:
                 sync_api.expect(page.locator("#model-info")).to_contain_text("loaded")
                 picked = model
             name = page.locator(".dl-run:visible").get_attribute("id").removesuffix("-run")
-            if name == "diffusion":  # 4 samples side by side, 80 steps: a run long enough to explore while it goes,
-                page.get_by_text("More parameters").locator("visible=true").first.click()  # and to screenshot after
+            if name == "diffusion":  # 4 samples side by side: a run to explore while it goes
+                page.get_by_text("More parameters").locator("visible=true").first.click()
                 set_slider(page, "diffusion-batch", 4)
-                set_slider(page, "diffusion-steps", 80)
                 page.evaluate(LABELS, "#diffusion-scrub")  # every label the scrubber shows
+            # slow motion, as a teacher would set it: each run lasts ~2.5 s, so the "during" screenshots are live
+            set_slider(page, "slow-motion", SLOW_MOTION.get(name, 10))
             t0 = time.monotonic()
             status, caught = run_tab(page, name, diffusion_live if name == "diffusion" else None)
             print(f"{name}: {time.monotonic() - t0:.1f} s")
@@ -271,4 +276,5 @@ def test_teaching_page(app_url: str, tmp_path: Path) -> None:
         shoot(page, "replay-selected", "#replay-status")
         assert not errors, errors
         print(f"runs caught live in the screenshots: {caught_live}")
+        assert caught_live, "slow motion: no run was still going after its during screenshots"
         browser.close()

@@ -34,11 +34,12 @@ def test_toy_tab_runs_through_the_generic_handlers(toy_url: str, zoo_dir: Path) 
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert {"/run_toy", "/stop_toy", "/scrub_toy"} <= set(api)
     names = [p["parameter_name"] for p in api["/run_toy"]["parameters"]]
-    assert names == ["model", "prompt", "steps", "direction", "shout", "delay", "limit", "seed", "mark"]
+    assert names == ["model", "prompt", "steps", "direction", "shout", "delay", "limit", "seed", "slow_motion", "mark"]
     components = {p["parameter_name"]: p["component"] for p in api["/run_toy"]["parameters"]}
     assert components | {"model": "Dropdown"} == {"model": "Dropdown", "prompt": "Textbox", "steps": "Slider",
                                                   "direction": "Dropdown", "shout": "Checkbox", "delay": "Slider",
-                                                  "limit": "Number", "seed": "Number", "mark": "Number"}
+                                                  "limit": "Number", "seed": "Number", "slow_motion": "Slider",
+                                                  "mark": "Number"}
 
     out = client.predict(model=str(zoo_dir / "tiny-dllm"), **TOY, api_name="/run_toy")
     assert "done" in out[STATUS], out[STATUS]

@@ -98,3 +98,40 @@ def test_a_chip_event_checks_its_raw_inputs():
     assert app.checked_inputs(components, {"position": 4.0, "rank": "min"}) == {"position": 4, "rank": "min"}
     with pytest.raises(gr.Error):
         app.checked_inputs(components, {"position": 1, "rank": "<img src=x>"})
+
+
+def test_slow_motion_holds_each_step_and_changes_nothing_else():
+    """Slow motion (`LiveRun(pace=)`): each new step is held `pace` seconds after the previous one began, the trace's
+    tokens are those of a full-speed run, the holds are not counted in the run's seconds, and Stop ends a hold."""
+    from decoding.diffusion import DiffusionParams, decode
+    from decoding.trace import RunEnd, Tokens
+
+    adapter, task = models.load("tiny-dllm", "cpu"), TASKS["zoo"]
+    params = DiffusionParams(gen_length=16, steps=8, block_length=16)
+
+    def start(pace: float) -> live.LiveRun:
+        trace = Trace(Meta(model="tiny-dllm", method="diffusion"))
+        return live.LiveRun(trace, lambda stop: decode(adapter, task.format_prompt("13-2=?"), params, task=task,
+                                                        should_stop=stop), pace=pace)
+
+    fast, t0 = start(0.0), time.monotonic()
+    assert fast.done.wait(60) and fast.paused == 0.0
+    slow, t0 = start(0.05), time.monotonic()
+    assert slow.done.wait(60)
+    wall = time.monotonic() - t0
+    steps = sorted({e.step for e in slow.trace.events if isinstance(e, Tokens)})
+    assert wall >= 0.05 * (len(steps) - 1) and slow.paused > 0  # each step begins >= pace after the one before
+    assert [e for e in slow.trace.events if isinstance(e, Tokens)] == [e for e in fast.trace.events
+                                                                      if isinstance(e, Tokens)]
+    assert slow.trace.events[-1].seconds <= wall - slow.paused + 0.05  # the decoder's own time only
+    held, t0 = start(30.0), time.monotonic()  # a hold of 30 s per step
+    held.request_stop()
+    assert held.done.wait(10) and time.monotonic() - t0 < 10
+    assert isinstance(held.trace.events[-1], RunEnd) and held.trace.events[-1].stopped
+
+
+def test_the_slow_motion_slider_gives_a_pace():
+    import app
+
+    assert app.slow_motion_pace(4) == 0.25 and app.slow_motion_pace(20.0) == 0.05
+    assert {app.slow_motion_pace(v) for v in (0, -1, 21, None, "5", True, float("nan"))} == {0.0}  # full speed
