@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import queue
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -33,7 +34,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 
 from decoding.fold import Fold, State
-from decoding.trace import RunEnd, Selection, Trace
+from decoding.trace import Selection, Trace
 
 # seconds between streamed updates: ~12/s for HTML; the plots every 2 s (a plotly redraw of three figures costs the
 # browser several times what the canvas does: python -m viz.bench_browser)
@@ -90,6 +91,13 @@ class TraceView:
             return state
 
 
+@dataclass
+class _Raised:
+    """An exception of the decoder's thread, handed to the thread that consumes its events (slow motion)."""
+
+    error: Exception
+
+
 class LiveRun:
     """One run: a thread feeds the decoder's events into `trace`; `stop` is the flag the decoder polls.
 
@@ -100,8 +108,8 @@ class LiveRun:
 
     def __init__(self, trace: Trace, events: Callable[[Callable[[], bool]], Iterable], pace: float = 0.0):
         self.trace = trace
-        # slow motion (a classroom watching the zoo, whose runs take a second): each new step is held until `pace`
-        # seconds after the previous one began; `paused` sums the holds (taken out of the RunEnd's seconds)
+        # slow motion (a classroom watching the zoo, whose runs take a second): each new step is shown `pace`
+        # seconds after the previous one; `paused` sums the holds
         self.pace, self.paused = max(0.0, float(pace)), 0.0
         self.view = TraceView(trace)
         self.stop, self.done = threading.Event(), threading.Event()
@@ -130,13 +138,28 @@ class LiveRun:
             self.done.set()
 
     def _paced(self, events: Iterable) -> Iterator:
-        """The decoder's events, in slow motion when `pace` > 0. The decoder is suspended while a step is held, and
-        the decoders time a run as the wall time around their loop, so the holds are taken out of RunEnd.seconds."""
+        """The decoder's events, in slow motion when `pace` > 0: the decoder runs at full speed in its own thread into
+        a queue, and each new step is let out `pace` seconds after the previous one. The decoder never waits, so
+        every time it measures (RunEnd.seconds, HARP's plain vs HARP seconds) is its own."""
         if not self.pace:
             yield from events
             return
+        released: queue.SimpleQueue = queue.SimpleQueue()
+        end = object()
+
+        def decode() -> None:
+            try:
+                for event in events:
+                    released.put(event)
+                released.put(end)
+            except Exception as e:  # raised where the events are consumed, as without slow motion
+                released.put(_Raised(e))
+
+        threading.Thread(target=decode, daemon=True, name="decoding-lens-decoder").start()
         step, due = None, 0.0
-        for event in events:
+        while (event := released.get()) is not end:
+            if isinstance(event, _Raised):
+                raise event.error
             at = getattr(event, "step", None)
             if isinstance(at, int) and at != step:
                 if step is not None:
@@ -144,8 +167,6 @@ class LiveRun:
                     self.stop.wait(max(0.0, due - t0))  # Stop cuts a hold short
                     self.paused += time.monotonic() - t0
                 step, due = at, time.monotonic() + self.pace
-            if isinstance(event, RunEnd):
-                event = event.model_copy(update={"seconds": round(max(0.0, event.seconds - self.paused), 4)})
             yield event
 
     def set_options(self, options: dict) -> bool:
