@@ -51,10 +51,9 @@ INTRO = """**Where do two samples part, and why?** Run a vote (several samples o
 random seed), pick two samples, and see the first point where they commit different tokens, what the model said
 there on each side (top-k, entropy), what each side had already written that the other had not, and the cause:
 *different context*, *sampling* (the random draw picked a token that was not the most likely), *near-tie* or
-*numerics*. Then fork: force the other token at the split, from the pass that decided it, and decode that sample again
-with the same seed. The same
-analysis runs on two saved traces (two seeds, methods or settings): the **Replay a trace** tab's second file, or
-`python -m decoding diff A.json B.json`."""
+*numerics*. Then fork: force the other token at the split, from the pass that decided it, and decode that sample
+again with the same seed. The same analysis runs on two saved traces (two seeds, methods or settings): the
+**Replay a trace** tab's second file, or `python -m decoding diff A.json B.json`."""
 
 LOOK_FOR = """in the **samples disagree** example, set sample A to 1 and sample B to 2: they share every token up
 to one digit of a product, where sample 1's draw picked a 1 % token over a 71 % one (*sampling*); compare sample 1
@@ -76,15 +75,15 @@ draw that large is and by how much it had to beat the most likely token's draw (
 **Where this differs from the issue.** Only the draw of the taken token is recorded, not the argmax's, so "the noise
 picked a non-argmax token" rests on the recorded distribution (the taken token is not the argmax). The fork forces
 the token by replacing the model's distribution at that position with certainty in it, from the pass that had
-committed the position on (the passes before it are decoded as they were, with the same seed and draws). Forks of plain
-autoregressive traces and of greedy speculative ones (whose output is plain greedy decoding's) run from Python
+committed the position on (the passes before it are decoded as they were, with the same seed and draws). Forks of
+plain autoregressive traces and of greedy speculative ones (whose output is plain greedy decoding's) run from Python
 (`decoding/replay.py`), not from this tab; search traces draw all beams from one generator, so one beam cannot be
 re-drawn alone and is not forked. A replay or fork reproduces the original token for token only on the same dtype
 and device (and kernels): in bf16, or on another GPU, the logits differ slightly, and a near-tie or a sampled draw
-near its threshold can then go the other way (that is the *numerics* cause). Measured on an H100 (`python -m decoding.bench numerics`): of 124 dVoting samples
-recorded batched in bf16, all replayed alone in bf16 identically; in fp32, 4 split (3 changed their answer), each a
-sampled draw near the edge between two tokens. `python -m decoding replay TRACE --dtype float32` asks it of one
-sample.
+near its threshold can then go the other way (that is the *numerics* cause). Measured on an H100
+(`python -m decoding.bench numerics`): of 124 dVoting samples recorded batched in bf16, all replayed alone in bf16
+identically; in fp32, 4 split (3 changed their answer), each a sampled draw near the edge between two tokens.
+`python -m decoding replay TRACE --dtype float32` asks it of one sample.
 
 **Two runs from anywhere.** Two samples of the vote are the same prompt under two seeds (seed + sample number). To
 compare two methods, two settings or two seeds of any tab: download both runs' traces and give them to the

@@ -26,7 +26,8 @@ PANELS = [
     Panel("topk", "html", "What the model said at the split", placeholder=""),
     Panel("fork", "html", "Fork: what if a sample had taken another token",
           placeholder='<div class="dl-wait">Set the three Fork parameters (under the vote\'s settings) and Run: the '
-                      "sample is re-decoded with the same seed and that position forced from the pass that decided it.</div>"),
+                      "sample is re-decoded with the same seed and that position forced from the pass that decided "
+                      "it.</div>"),
 ]
 OPTIONS = [
     Option("sample_a", 1, "Sample A", minimum=1),
@@ -99,8 +100,9 @@ def render(state: State, meta: Meta | None, *, plots: bool = True, sample_a: flo
 
 
 def fork_html(state: State, meta: Meta | None) -> str:
-    """The fork (sequence FORK_SEQ) against the sample it re-decoded: the forced token, both answers, what changed. Until the
-    fork's node arrives (a live or scrubbed frame) it is still decoding: no answer yet, only what it has committed."""
+    """The fork (sequence FORK_SEQ) against the sample it re-decoded: the forced token, both answers, what changed.
+    Until the fork's node arrives (a live or scrubbed frame) it is still decoding: no answer yet, only what it has
+    committed."""
     info = state.end.summary.get("fork") if state.end is not None else None
     if isinstance(info, str):  # the decoder's reason for not forking (e.g. no such sample or position)
         return f'<div class="dl-div-fork"><div class="dl-head">No fork: {html.escape(info)}</div></div>'
