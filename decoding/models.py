@@ -320,6 +320,7 @@ def load(spec: str | Path, device: str | torch.device | None = None, device_map:
     """
     spec = str(spec)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or default_dtype(device)  # resolved first: the default asked for by name is the same adapter
     key = (spec, str(device), json.dumps(device_map, sort_keys=True, default=str), str(dtype))
     if key in _CACHE:
         return _CACHE[key]
@@ -327,6 +328,11 @@ def load(spec: str | Path, device: str | torch.device | None = None, device_map:
         if key not in _CACHE:
             _CACHE[key] = _load(spec, device, device_map, dtype)
         return _CACHE[key]
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on a GPU, float32 on the CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def clear_cache() -> None:
@@ -516,7 +522,7 @@ def _build(spec: str, source: str, settings: dict, config: dict, needs_code: boo
     kind = settings["kind"]
     if kind not in KINDS:
         raise ModelLoadError(f"{spec}: unknown kind {kind!r} in its settings (expected one of {KINDS})")
-    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    dtype = dtype or default_dtype(device)
     load_kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": needs_code, "local_files_only": local_only}
     big = device.type == "cuda" and n_params is not None and \
         n_params * dtype.itemsize > 0.85 * torch.cuda.get_device_properties(device).total_memory

@@ -354,3 +354,7 @@ def test_two_models_load_at_once_from_two_threads():
         t.join()
     assert all(isinstance(r, models.Adapter) for r in results.values()), results
     models.clear_cache()
+
+
+def test_the_default_precision_asked_for_by_name_is_the_same_adapter(zoo_dir):
+    assert load(str(zoo_dir / "tiny-dllm"), "cpu") is load(str(zoo_dir / "tiny-dllm"), "cpu", dtype=torch.float32)
